@@ -1,0 +1,35 @@
+# Two commands on a fresh clone: `make study` (the default study + report) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+
+.PHONY: setup test test-all study benchmark clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q -e '.[sweep,test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m ''
+
+study: setup
+	$(BIN)/transferlab-train -m experiment=digits_transfer sweep=strategy_x_fraction
+	$(BIN)/transferlab-report runs/digits_transfer/strategy_x_fraction --out experiments/digits_transfer
+
+benchmark: setup
+	$(BIN)/python benchmarks/benchmark.py
+
+clean:
+	rm -rf runs .cache/transferlab

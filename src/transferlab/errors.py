@@ -1,0 +1,26 @@
+"""User-facing errors: each says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class TransferlabError(Exception):
+    """Base class for errors caused by the user's input (config, files, data).
+
+    The message names the problem and the fix; the CLI prints it without a traceback.
+    """
+
+
+class ConfigError(TransferlabError, ValueError):
+    """A config value is invalid."""
+
+
+class DataError(TransferlabError, ValueError):
+    """The dataset (files, labels, splits) is unusable as configured."""
+
+
+class WeightsError(TransferlabError, ValueError):
+    """Pretrained weights or a checkpoint cannot be loaded."""
+
+
+class TrainingDiverged(TransferlabError, RuntimeError):
+    """The loss became NaN or infinite."""

@@ -1,0 +1,376 @@
+"""One transfer-learning run: ``train(cfg) -> metrics``, and the ``transferlab-train`` Hydra app over ``conf/``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from transferlab import __version__
+from transferlab.backbone import check_model_name, data_config
+from transferlab.data import ImageDataModule, SplitsDataModule, TensorDataModule, build_transform, load_splits, subsample
+from transferlab.errors import ConfigError, TransferlabError, WeightsError
+from transferlab.features import cached_features, file_digest
+from transferlab.model import TransferModule
+from transferlab.results import RESULT_FILE, config_hash, is_completed, read_result, resolved, write_json_atomic
+from transferlab.strategies import FreezePolicy, build_policy
+from transferlab.tracking import build_logger, wandb_summary
+
+log = logging.getLogger("transferlab")
+
+
+@dataclass
+class Run:
+    """Everything one run trains and evaluates, built from a config."""
+
+    module: TransferModule
+    datamodule: SplitsDataModule
+    policy: FreezePolicy
+    weights: str | None
+    n_train: int
+    features_cached: bool = False
+    feature_cache_hit: bool = False
+    feature_time_s: float = 0.0
+
+
+def cache_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.cache_dir).expanduser().resolve()
+
+
+def resolve_weights(cfg: DictConfig, policy: FreezePolicy) -> str | None:
+    """``None`` (random init), ``"hub"``, or the path of a weights file (``source`` is trained on demand)."""
+    weights = cfg.backbone.get("weights")
+    if not policy.pretrained or weights in (None, "null", "none", "random"):
+        return None
+    if weights == "hub":
+        return "hub"
+    if weights == "source":
+        from transferlab.source import source_weights
+
+        return str(source_weights(cfg, cache_dir(cfg)))
+    path = Path(str(weights)).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"backbone.weights={weights!r}: file not found. Give the path of a .safetensors or .pth file, "
+            "or use backbone.weights=null (random init), hub (timm pretrained) or source (experiment source task)."
+        )
+    return str(path.resolve())
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    """A config mapping (or None) as a plain dict."""
+    if node is None:
+        return {}
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)  # type: ignore[return-value]
+
+
+def _device(cfg: DictConfig) -> torch.device:
+    wants_gpu = str(cfg.trainer.get("accelerator", "auto")) in ("gpu", "cuda", "auto")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+def build_run(cfg: DictConfig) -> Run:
+    """Validate the config, then build policy, data and model (training the source model if needed).
+
+    Cheap checks (names, fractions, class counts) run before anything slow.
+    """
+    policy = build_policy(OmegaConf.to_container(cfg.strategy, resolve=True))  # type: ignore[arg-type]
+    check_model_name(cfg.backbone.name)
+    splits = load_splits(OmegaConf.to_container(cfg.dataset, resolve=True))  # type: ignore[arg-type]
+    train_indices = subsample(
+        splits.train.labels, cfg.dataset.get("fraction"), cfg.dataset.get("per_class"), cfg.dataset.split_seed, splits.class_names
+    )
+    use_cache = policy.frozen_backbone and bool(cfg.strategy.get("cache_features", False))
+    weights = resolve_weights(cfg, policy)
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    module = TransferModule(
+        backbone=cfg.backbone.name,
+        num_classes=int(cfg.dataset.num_classes),
+        in_chans=int(cfg.backbone.in_chans),
+        input_size=cfg.dataset.get("input_size"),
+        pool=cfg.head.get("pool"),
+        weights=weights,
+        head_hidden=list(cfg.head.hidden),
+        head_dropout=float(cfg.head.dropout),
+        head_activation=cfg.head.activation,
+        optimizer=cfg.optimizer.name,
+        lr=float(cfg.optimizer.lr),
+        weight_decay=float(cfg.optimizer.weight_decay),
+        optimizer_kwargs=_plain(cfg.optimizer.get("kwargs")),
+        backbone_lr_scale=float(cfg.strategy.get("backbone_lr_scale", 1.0)),
+        layer_decay=cfg.strategy.get("layer_decay"),
+        scheduler=cfg.optimizer.scheduler,
+        warmup_epochs=float(cfg.optimizer.warmup_epochs),
+        label_smoothing=float(cfg.optimizer.get("label_smoothing", 0.0)),
+        input_is_features=use_cache,
+        channels_last=bool(cfg.backbone.get("channels_last", False)),
+        backbone_kwargs=_plain(cfg.backbone.get("kwargs")),
+    )
+    preprocess = data_config(module.backbone, cfg.dataset.get("input_size"), cfg.dataset.get("crop_pct"))
+    in_chans = int(cfg.backbone.in_chans)
+    eval_tf = build_transform(preprocess, in_chans, training=False)
+    augment = _plain(cfg.dataset.get("augment"))
+    train_tf = build_transform(preprocess, in_chans, training=True, **augment) if augment else eval_tf
+    loader_kwargs = dict(
+        batch_size=int(cfg.dataset.batch_size),
+        num_workers=int(cfg.dataset.get("num_workers", 0)),
+        pin_memory=bool(cfg.dataset.get("pin_memory", False)),
+    )
+    datamodule: SplitsDataModule = ImageDataModule(
+        splits, train_tf, eval_tf, train_indices, preload=bool(cfg.dataset.get("preload", True)), **loader_kwargs
+    )
+    run = Run(module, datamodule, policy, weights, n_train=len(train_indices), features_cached=use_cache)
+    if use_cache:
+        start = time.perf_counter()
+        key = {
+            "backbone": cfg.backbone.name,
+            "backbone_kwargs": module.hparams.backbone_kwargs,
+            "pool": cfg.head.get("pool"),
+            "in_chans": in_chans,
+            "weights": file_digest(weights) if weights not in (None, "hub") else weights,
+            "preprocess": preprocess,
+            "dataset": {k: v for k, v in resolved(cfg.dataset).items() if k not in ("fraction", "per_class", "batch_size", "num_workers", "pin_memory", "augment")},
+        }
+        features, hit = cached_features(
+            module.backbone, datamodule.eval_datasets(), cache_dir(cfg) / "features", key, device=_device(cfg)
+        )
+        run.datamodule = TensorDataModule(features, train_indices, **loader_kwargs)
+        run.feature_cache_hit, run.feature_time_s = hit, time.perf_counter() - start
+    return run
+
+
+class ParameterCounts(Callback):
+    """Logs trainable / total parameter counts once training starts, after the freeze policy ran."""
+
+    def __init__(self) -> None:
+        self.at_start: tuple[int, int] | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.at_start = pl_module.parameter_counts()
+        for logger in trainer.loggers:
+            logger.log_metrics({"params/trainable": self.at_start[0], "params/total": self.at_start[1]}, step=0)
+
+
+def make_trainer(
+    cfg: DictConfig, out_dir: Path, callbacks: list[Callback], logger: Any, n_train: int, checkpoints: bool = True
+) -> pl.Trainer:
+    """A Lightning Trainer from ``cfg.trainer`` (its own argument names).
+
+    With ``min_train_steps`` a small training set gets more epochs, so every size gets at least that
+    many optimizer steps.
+    """
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(kwargs, dict)
+    min_steps = int(cfg.get("min_train_steps") or 0)
+    if min_steps > 0 and kwargs.get("max_epochs"):
+        steps_per_epoch = math.ceil(n_train / int(cfg.dataset.batch_size))
+        kwargs["max_epochs"] = max(int(kwargs["max_epochs"]), math.ceil(min_steps / steps_per_epoch))
+    kwargs.setdefault("enable_checkpointing", checkpoints)
+    try:
+        return pl.Trainer(
+            **kwargs, callbacks=callbacks, logger=logger if logger is not None else False, default_root_dir=str(out_dir)
+        )
+    except TypeError as err:
+        raise ConfigError(f"trainer: {err}. Use Lightning Trainer argument names, e.g. trainer.max_epochs=5.") from err
+    except (ValueError, pl.utilities.exceptions.MisconfigurationException) as err:
+        raise ConfigError(f"trainer: {err}") from err
+
+
+def fit_source(src_cfg: DictConfig, weights_path: Path, work_dir: Path) -> dict[str, float]:
+    """Train the source-task model from scratch and save its backbone (no head) as safetensors."""
+    from safetensors.torch import save_file
+
+    run = build_run(src_cfg)
+    ckpt = ModelCheckpoint(dirpath=str(work_dir / "checkpoints"), monitor=src_cfg.monitor, mode=src_cfg.monitor_mode, save_last=True)
+    trainer = make_trainer(src_cfg, work_dir, [run.policy, ckpt], logger=None, n_train=run.n_train)
+    last = work_dir / "checkpoints" / "last.ckpt"
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if last.is_file() else None)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    state = {k: v.detach().cpu().contiguous() for k, v in run.module.backbone.state_dict().items()}
+    tmp = weights_path.with_suffix(".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, weights_path)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return metrics
+
+
+def _record_base(cfg: DictConfig, cfg_hash: str) -> dict[str, Any]:
+    strategy = cfg.strategy.name
+    return {
+        "status": "running",
+        "experiment": cfg.experiment_name,
+        "sweep": cfg.get("sweep_name"),
+        "dataset": cfg.dataset.name,
+        "backbone": cfg.backbone.name,
+        "weights": None if strategy == "scratch" else cfg.backbone.get("weights"),
+        "strategy": strategy,
+        "head": cfg.head.name,
+        "fraction": None if cfg.dataset.get("per_class") is not None else cfg.dataset.get("fraction"),
+        "per_class": cfg.dataset.get("per_class"),
+        "seed": int(cfg.seed),
+        "config_hash": cfg_hash,
+        "transferlab_version": __version__,
+        "host": socket.gethostname(),
+    }
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """The run's output folder: Hydra's, or ``cfg.paths.output_dir`` outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    if cfg.get("paths", {}).get("output_dir"):
+        return Path(cfg.paths.output_dir)
+    raise ConfigError("no output folder: run through transferlab-train, or set paths.output_dir.")
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", 0))))
+
+
+def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
+    """Run one config end to end; write ``result.json``; return the final metrics.
+
+    A completed run of the same config in ``out_dir`` is not run again; an interrupted one resumes from
+    its last checkpoint. A failure writes a ``failed`` record with the error, then re-raises.
+    """
+    out_dir = Path(out_dir) if out_dir is not None else output_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg_hash = config_hash(cfg)
+    done = is_completed(out_dir, cfg_hash)
+    if done is not None:
+        log.info("already completed (config %s): %s", cfg_hash, out_dir / RESULT_FILE)
+        return dict(done["metrics"])
+    previous = read_result(out_dir)
+    if previous and previous.get("status") == "completed":
+        raise ConfigError(
+            f"{out_dir} holds a completed run of another config (hash {previous.get('config_hash')}, this one {cfg_hash}). "
+            "It is not overwritten. Fix: choose another hydra.run.dir (or hydra.sweep.dir), or move that folder away."
+        )
+    record = _record_base(cfg, cfg_hash)
+    try:
+        return _train(cfg, out_dir, record)
+    except BaseException as err:
+        if _rank() == 0:
+            record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(limit=8))
+            write_json_atomic(out_dir / RESULT_FILE, record)
+        raise
+
+
+def _train(cfg: DictConfig, out_dir: Path, record: dict[str, Any]) -> dict[str, float]:
+    ckpt_dir = out_dir / "checkpoints"
+    state_file = out_dir / "run_state.json"
+    if ckpt_dir.exists() and (read_json(state_file) or {}).get("config_hash") != record["config_hash"]:
+        shutil.rmtree(ckpt_dir)  # checkpoints of another config: never resume from them
+    if _rank() == 0:
+        write_json_atomic(state_file, {"config_hash": record["config_hash"]})
+    run = build_run(cfg)
+    record.update(n_train=run.n_train, features_cached=run.features_cached, feature_cache_hit=run.feature_cache_hit)
+    tags = [f"strategy:{record['strategy']}", f"fraction:{record['fraction']}", f"backbone:{record['backbone']}", f"dataset:{record['dataset']}"]
+    group = f"{cfg.experiment_name}/{cfg.get('sweep_name') or 'single'}"
+    size = f"f{record['fraction']}" if record["fraction"] is not None else f"pc{record['per_class']}"
+    run_name = f"{record['strategy']}-{size}-s{record['seed']}"
+    logger = build_logger(cfg.logger, out_dir, resolved(cfg), run_name, group, record["strategy"], tags) if _rank() == 0 else None
+    checkpoint = ModelCheckpoint(
+        dirpath=str(ckpt_dir), filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode, save_last=True, save_top_k=1
+    )
+    counts = ParameterCounts()
+    trainer = make_trainer(cfg, out_dir, [run.policy, checkpoint, counts], logger, n_train=run.n_train)
+    last = ckpt_dir / "last.ckpt"
+    start = time.perf_counter()
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if last.is_file() else None)
+    train_time = time.perf_counter() - start + run.feature_time_s
+    best = checkpoint.best_model_path or None
+    tested = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best if best else None, verbose=False)
+    metrics = {k: float(v) for k, v in tested[0].items()}
+    if checkpoint.best_model_score is not None:
+        metrics[f"{cfg.monitor}_best"] = float(checkpoint.best_model_score)
+    trainable, total = run.module.parameter_counts()
+    record.update(
+        status="completed",
+        metrics=metrics,
+        trainable_params=trainable,
+        total_params=total,
+        trainable_params_start=counts.at_start[0] if counts.at_start else None,
+        train_time_s=round(train_time, 3),
+        feature_time_s=round(run.feature_time_s, 3),
+        epochs=int(trainer.current_epoch),
+        weights_path=run.weights,
+        output_dir=str(out_dir),
+    )
+    if _rank() == 0:
+        record["wandb"] = wandb_summary(logger, metrics, out_dir / RESULT_FILE)
+        write_json_atomic(out_dir / RESULT_FILE, record)
+        if not cfg.get("keep_checkpoints", False):
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return metrics
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def config_dir() -> str:
+    """``conf/`` of this checkout (the package is installed editable), or ``$TRANSFERLAB_CONFIG_DIR``."""
+    env = os.environ.get("TRANSFERLAB_CONFIG_DIR")
+    if env:
+        return str(Path(env).resolve())
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    """Run ``train(cfg)``; return the optimised metric (for sweepers)."""
+    try:
+        metrics = train(cfg)
+    except TransferlabError as err:
+        print(f"transferlab: error: {err}", file=sys.stderr)
+        if _is_multirun():
+            return float("nan")  # this job failed (its result.json says so); the sweep goes on
+        raise SystemExit(2) from None
+    summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
+    print(f"transferlab: done: {summary}")
+    value = metrics.get(cfg.optimized_metric)
+    return None if value is None else float(value)
+
+
+def main() -> None:
+    """Console entry point ``transferlab-train``."""
+    if not Path(config_dir()).is_dir():
+        print(
+            f"transferlab: error: config folder {config_dir()} not found. Install the project editable from its "
+            "checkout (`pip install -e .`) or set TRANSFERLAB_CONFIG_DIR=/path/to/conf.",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
