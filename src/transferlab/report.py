@@ -247,7 +247,8 @@ def _scan(dirs: Iterable[Path]) -> list[dict[str, Any]]:
             kept = group[-1]
             for e in group[:-1]:
                 e["_kind"] = "duplicate"
-                e["_note"] = (f"same config_hash {h[:12]} as {kept['_path']} "
+                short = h if len(h) <= 16 else h[:12] + "…"
+                e["_note"] = (f"same config_hash {short} as {kept['_path']} "
                               f"(kept the newest by mtime; counted once)")
     return entries
 
@@ -283,13 +284,34 @@ def _size_columns(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return kind, size
 
 
+def _share_scratch_baseline(work: pd.DataFrame) -> pd.DataFrame:
+    """Copy scratch rows into every ``weights`` value used by transfer runs of the same
+    experiment/dataset/backbone/head: scratch is random init, so its own ``weights``
+    entry (e.g. "none") must not split it off from the runs it is the baseline for."""
+    is_scr = work["strategy"] == SCRATCH
+    if not is_scr.any() or is_scr.all():
+        return work
+    base = [k for k in COMBO_KEYS if k != "weights"]
+    transfer_weights = work[~is_scr].groupby(base, sort=False)["weights"].agg(
+        lambda s: sorted(set(s)))
+    parts = [work[~is_scr]]
+    for _, r in work[is_scr].iterrows():
+        key = tuple(r[k] for k in base)
+        targets = transfer_weights.get(key, None)
+        for w in (targets if targets else [r["weights"]]):
+            parts.append(r.to_frame().T.assign(weights=w))
+    out = pd.concat(parts, ignore_index=True)
+    return out.astype({c: work[c].dtype for c in work.columns})
+
+
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Aggregate completed runs per combination × strategy × training-set size.
 
     Columns are :data:`SUMMARY_COLUMNS`; ``acc_*`` refer to ``test/acc`` (sample
     std, two-sided 95% Student-t interval, NaN when n = 1), ``f1_*`` to
     ``test/f1_macro``; n_train, trainable_params and train_time_s are means.
-    Rows are sorted by combination, size, strategy.
+    Rows are sorted by combination, size, strategy. Scratch runs are shared as the
+    baseline across the ``weights`` values of the transfer runs they go with.
     """
     if df.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
@@ -302,6 +324,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     for src, dst in ((ACC, "acc"), (F1, "f1"), ("n_train", "n_train"),
                      ("trainable_params", "trainable_params"), ("train_time_s", "train_time_s")):
         work[dst] = pd.to_numeric(df[src], errors="coerce") if src in df else np.nan
+    work = _share_scratch_baseline(work)
 
     keys = [*COMBO_KEYS, "strategy", "size_kind", "size"]
     rows = []
@@ -490,15 +513,14 @@ def _combos(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def render_markdown(summary: pd.DataFrame, problems: list[dict], dirs: list[Path],
-                    n_files: int, png_name: str | None) -> str:
+                    n_files: int, n_completed: int, png_name: str | None) -> str:
     """The text of ``report.md``."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     n_dup = sum(p["status"] == "duplicate" for p in problems)
     n_bad = len(problems) - n_dup
-    n_ok = int(summary["n_runs"].sum()) if not summary.empty else 0
     md = ["# transferlab report", "",
           f"Generated {now} from: " + ", ".join(f"`{d}`" for d in dirs), "",
-          f"{n_files} result file(s) found: {n_ok} completed run(s) averaged, "
+          f"{n_files} result file(s) found: {n_completed} completed run(s) averaged, "
           f"{n_bad} incomplete/failed/unreadable, {n_dup} duplicate(s) ignored.", "",
           "## Results", ""]
     combos = _combos(summary) if not summary.empty else []
@@ -511,7 +533,9 @@ def render_markdown(summary: pd.DataFrame, problems: list[dict], dirs: list[Path
             md += [f"Combination: {label}.", ""]
         md += [_md_table(*_table_rows(sub)), ""]
     md += ["Std is the sample standard deviation over seeds; the 95% interval is the two-sided "
-           "Student-t confidence interval for the mean (n/a with a single run).", "",
+           "Student-t confidence interval for the mean (n/a with a single run). `scratch` runs "
+           "(random init) appear as the baseline in every `weights` combination of the same "
+           "experiment, dataset, backbone and head.", "",
            "## Findings", "",
            f"Rule for negative transfer: {NEGATIVE_TRANSFER_RULE}. Scratch *catches up* at the "
            "smallest size from which its mean test accuracy is at least the best transfer "
@@ -543,6 +567,7 @@ def plot_learning_curve(summary: pd.DataFrame, png_path: Path,
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     multi = summary.groupby(list(COMBO_KEYS)).ngroups > 1
     use_n = summary["n_train"].notna().any()
@@ -565,9 +590,14 @@ def plot_learning_curve(summary: pd.DataFrame, png_path: Path,
             if np.isfinite(t).any():
                 ax_time.plot(x, t, marker="o", color=line.get_color(), label=label)
         xlabel = "training examples (n_train, log scale)" if use_n else "training-set size (log scale)"
+        ticks = sorted(set(summary[xcol].dropna().astype(float)) - {0.0})
         for ax in (ax_acc, ax_time):
             ax.set_xscale("log")
             ax.set_xlabel(xlabel)
+            if 0 < len(ticks) <= 12:  # label the sizes actually run, not 3x10^2-style ticks
+                ax.xaxis.set_major_locator(FixedLocator(ticks))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
             ax.grid(True, which="both", alpha=0.3)
         ax_acc.set_ylabel("test accuracy")
         ax_acc.set_title("Test accuracy vs training-set size (mean ± std over seeds)")
@@ -593,7 +623,7 @@ def _results_frame(entries: list[dict[str, Any]]) -> pd.DataFrame:
                "counted": e["_kind"] == "completed", "note": e.get("_note", "")}
         row.update({k: v for k, v in e.items() if not k.startswith("_") and k not in row})
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).convert_dtypes()
 
 
 def write_report(dirs: list[Path], out: Path) -> ReportPaths:
@@ -616,7 +646,7 @@ def write_report(dirs: list[Path], out: Path) -> ReportPaths:
     png_path: Path | None = None
     if not summary.empty:
         png_path = plot_learning_curve(summary, out / "learning_curve.png")
-    md_path.write_text(render_markdown(summary, problems, dirs, len(entries),
+    md_path.write_text(render_markdown(summary, problems, dirs, len(entries), len(df),
                                        png_path.name if png_path else None), encoding="utf-8")
     return ReportPaths(out=out, csv=csv_path, md=md_path, png=png_path)
 
@@ -669,6 +699,8 @@ def _print_summary(summary: pd.DataFrame) -> None:
             print(f"\n{label}\n" + _md_table(*_table_rows(sub)))
         return
     console = Console()
+    if not console.is_terminal:  # piped/captured: do not squeeze the table into 80 columns
+        console = Console(width=200)
     for label, sub in _combos(summary):
         header, rows = _table_rows(sub)
         table = Table(title=label)
