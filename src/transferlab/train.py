@@ -17,6 +17,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import timm
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
@@ -25,7 +26,7 @@ from transferlab import __version__
 from transferlab.backbone import check_model_name, data_config
 from transferlab.data import ImageDataModule, SplitsDataModule, TensorDataModule, build_transform, load_splits, subsample
 from transferlab.errors import ConfigError, TransferlabError, WeightsError
-from transferlab.features import cached_features, file_digest
+from transferlab.features import cached_features, state_digest
 from transferlab.model import TransferModule
 from transferlab.results import RESULT_FILE, config_hash, is_completed, read_result, resolved, write_json_atomic
 from transferlab.strategies import FreezePolicy, build_policy
@@ -84,6 +85,16 @@ def _device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
+def autocast_dtype(precision: Any) -> torch.dtype | None:
+    """The autocast dtype a Lightning ``trainer.precision`` computes in (None for full precision)."""
+    p = str(precision)
+    if p.startswith("bf16"):
+        return torch.bfloat16
+    if p.startswith("16"):
+        return torch.float16
+    return None
+
+
 def build_run(cfg: DictConfig) -> Run:
     """Validate the config, then build policy, data and model (training the source model if needed).
 
@@ -137,17 +148,21 @@ def build_run(cfg: DictConfig) -> Run:
     run = Run(module, datamodule, policy, weights, n_train=len(train_indices), features_cached=use_cache)
     if use_cache:
         start = time.perf_counter()
+        extract = {"channels_last": module.hparams.channels_last, "autocast_dtype": autocast_dtype(cfg.trainer.get("precision"))}
         key = {
             "backbone": cfg.backbone.name,
             "backbone_kwargs": module.hparams.backbone_kwargs,
             "pool": cfg.head.get("pool"),
             "in_chans": in_chans,
-            "weights": file_digest(weights) if weights not in (None, "hub") else weights,
+            # the weights as loaded: a file, the hub, or a seeded random init all hash by value
+            "weights": state_digest(module.backbone),
+            "timm": timm.__version__,
             "preprocess": preprocess,
-            "dataset": {k: v for k, v in resolved(cfg.dataset).items() if k not in ("fraction", "per_class", "batch_size", "num_workers", "pin_memory", "augment")},
+            "extract": extract,
+            "dataset": {k: v for k, v in resolved(cfg.dataset).items() if k not in ("fraction", "per_class", "batch_size", "num_workers", "pin_memory", "preload", "augment")},
         }
         features, hit = cached_features(
-            module.backbone, datamodule.eval_datasets(), cache_dir(cfg) / "features", key, device=_device(cfg)
+            module.backbone, datamodule.eval_datasets(), cache_dir(cfg) / "features", key, device=_device(cfg), **extract
         )
         run.datamodule = TensorDataModule(features, train_indices, **loader_kwargs)
         run.feature_cache_hit, run.feature_time_s = hit, time.perf_counter() - start
