@@ -130,6 +130,8 @@ def build_run(cfg: DictConfig) -> Run:
         label_smoothing=float(cfg.optimizer.get("label_smoothing", 0.0)),
         input_is_features=use_cache,
         channels_last=bool(cfg.backbone.get("channels_last", False)),
+        compile=bool(cfg.backbone.get("compile", False)) and not use_cache,  # cached: the backbone runs once
+        grad_checkpointing=bool(cfg.backbone.get("grad_checkpointing", False)),
         backbone_kwargs=_plain(cfg.backbone.get("kwargs")),
     )
     preprocess = data_config(module.backbone, cfg.dataset.get("input_size"), cfg.dataset.get("crop_pct"))
