@@ -115,7 +115,7 @@ class TransferModule(pl.LightningModule):
             return self.head(x)
         return self.head(self.features(x))
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str, batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = self.criterion(logits, y)
@@ -123,11 +123,14 @@ class TransferModule(pl.LightningModule):
         metrics.update(logits.detach(), y)
         on_step = split == "train"
         self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split != "train")
+        if batch_idx == 0:
+            # Lightning computes and resets logged Metric objects at the epoch's end: registering them once
+            # per epoch is enough, and logging them every step cost ~3 ms a step on CPU
+            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split != "train")
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, "train")
+        loss = self._step(batch, "train", batch_idx)
         # on an accelerator the check syncs host and device; every few steps is enough (NaN persists)
         if (loss.device.type == "cpu" or batch_idx % 16 == 0) and not torch.isfinite(loss):
             raise TrainingDiverged(
@@ -137,10 +140,10 @@ class TransferModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._step(batch, "val", batch_idx)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._step(batch, "test", batch_idx)
 
     # ---- parameters ----------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
@@ -182,7 +185,8 @@ class TransferModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = OPTIMIZERS[hp.optimizer](self.param_groups(), lr=hp.lr, **(hp.optimizer_kwargs or {}))
+        kwargs = fast_optimizer_kwargs(hp.optimizer, hp.optimizer_kwargs, self.parameters(), str(self.trainer.precision))
+        optimizer = OPTIMIZERS[hp.optimizer](self.param_groups(), lr=hp.lr, **kwargs)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, int(self.trainer.max_epochs or 1))
         warmup = int(round(hp.warmup_epochs * total / epochs))
@@ -198,6 +202,26 @@ class TransferModule(pl.LightningModule):
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return trainable, total
+
+
+def fast_optimizer_kwargs(
+    name: str, kwargs: dict[str, Any] | None, params: Any, precision: str = "32-true"
+) -> dict[str, Any]:
+    """``optimizer.kwargs`` plus ``fused=True`` for Adam/AdamW when every parameter is on a device with
+    fused kernels (CPU included: 6 ms against 25 ms a step for resnet18) and the config chose neither
+    ``fused`` nor ``foreach``. Not under 16-bit AMP, where fused optimizers forbid gradient clipping."""
+    kwargs = dict(kwargs or {})
+    if name not in ("adam", "adamw") or "fused" in kwargs or "foreach" in kwargs or precision.startswith("16"):
+        return kwargs
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # pragma: no cover - older torch
+        devices = {"cuda"}
+    if all(p.device.type in devices and p.is_floating_point() for p in params):
+        kwargs["fused"] = True
+    return kwargs
 
 
 def _metrics(num_classes: int) -> torchmetrics.MetricCollection:
