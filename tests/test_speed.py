@@ -89,10 +89,12 @@ def test_benchmark_runs_small_on_cpu(tmp_path: Path) -> None:
         sys.path.pop(0)
     out = tmp_path / "bench.json"
     result = benchmark.main(["--device", "cpu", "--model", "test_resnet", "--img-size", "32", "--batch-size", "8",
-                             "--steps", "2", "--epochs", "2", "--skip-lp", "--out", str(out)])
+                             "--steps", "2", "--epochs", "2", "--skip-lp", "--precision-rounds", "2", "--out", str(out)])
     saved = json.loads(out.read_text())
     tp = saved["throughput"]
     assert tp["framework_img_s"] > 0 and tp["hand_loop_img_s"] > 0 and tp["ratio"] > 0
-    assert tp["step_gflops"] > 0 and len(tp["epoch_s"]["hand_loop"]) == 2
+    assert tp["step_gflops"] > 0 and [len(e) for e in tp["seconds"]["hand_loop"]] == [2, 2]
     assert saved["machine"]["cpu_count"] and saved["machine"]["torch"] == torch.__version__
+    assert len(saved["precision_layout"]["configs"]) == 4
     assert "skipped" in saved["study"] and result["throughput"] == tp
+
