@@ -10,9 +10,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+import transferlab.train
 from transferlab.errors import ConfigError
 from transferlab.model import TransferModule
-from transferlab.train import autocast_dtype, config_dir
+from transferlab.results import read_result
+from transferlab.train import autocast_dtype, config_dir, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,3 +100,45 @@ def test_benchmark_runs_small_on_cpu(tmp_path: Path) -> None:
     assert len(saved["precision_layout"]["configs"]) == 4
     assert "skipped" in saved["study"] and result["throughput"] == tp
 
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("every_s, resumed_at", [(0, 2), (3600, 0)])
+def test_last_checkpoint_is_written_as_configured_and_resumed_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every_s: int, resumed_at: int
+) -> None:
+    """checkpoint_every_s=0: last.ckpt after every epoch, so a run killed in epoch 2 resumes there;
+    a long interval: none was written yet, so it starts over."""
+    import pytorch_lightning as pl
+
+    starts: list[int] = []
+
+    class Watch(pl.Callback):
+        def __init__(self, kill_at: int | None) -> None:
+            self.kill_at = kill_at
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+            starts.append(trainer.current_epoch)
+            if trainer.current_epoch == self.kill_at:
+                raise Interrupt
+
+    real_make_trainer = transferlab.train.make_trainer
+
+    def with_watch(kill_at):  # noqa: ANN001, ANN202
+        return lambda cfg, out_dir, callbacks, *a, **k: real_make_trainer(cfg, out_dir, [*callbacks, Watch(kill_at)], *a, **k)
+
+    run_cfg = cfg("strategy=scratch", "backbone.name=test_resnet", "backbone.weights=null", "dataset.fraction=0.1",
+                  "logger=none", "trainer.max_epochs=3", "trainer.enable_progress_bar=false", f"checkpoint_every_s={every_s}",
+                  f"paths.cache_dir={tmp_path / 'cache'}")
+    monkeypatch.setattr(transferlab.train, "make_trainer", with_watch(2))
+    with pytest.raises(Interrupt):
+        train(run_cfg, out_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file() is (every_s == 0)
+    starts.clear()
+    monkeypatch.setattr(transferlab.train, "make_trainer", with_watch(None))
+    train(run_cfg, out_dir=tmp_path / "run")
+    assert starts[0] == resumed_at and starts[-1] == 2
+    record = read_result(tmp_path / "run")
+    assert record["status"] == "completed" and record["epochs"] == 3

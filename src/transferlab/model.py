@@ -145,6 +145,22 @@ class TransferModule(pl.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "test", batch_idx)
 
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """On cached features the backbone is frozen and never runs: its checkpoint holds the head alone.
+
+        The backbone is rebuilt from ``weights`` (a random init from the seed) and filled back in on load.
+        """
+        if self.hparams.input_is_features:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.")}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.hparams.input_is_features:
+            state = checkpoint["state_dict"]
+            for key, value in self.state_dict().items():
+                if key.startswith("backbone."):
+                    state.setdefault(key, value)
+
     # ---- parameters ----------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
         """All parameters, grouped: the head, then each backbone block (bottom to top).

@@ -185,6 +185,32 @@ class ParameterCounts(Callback):
             logger.log_metrics({"params/trainable": self.at_start[0], "params/total": self.at_start[1]}, step=0)
 
 
+class ResumeCheckpoint(Callback):
+    """Writes ``last.ckpt``, the full training state to resume from, at the end of an epoch once
+    ``every_s`` seconds have passed since the previous write (0: every epoch), and at the end with
+    ``at_end``. A resnet18 checkpoint with AdamW state is ~135 MB: written every epoch, it cost more than
+    the epoch's training on small training sets. A run interrupted loses at most ``every_s`` seconds."""
+
+    def __init__(self, path: Path, every_s: float = 0.0, at_end: bool = False) -> None:
+        self.path, self.every_s, self.at_end = Path(path), float(every_s), at_end
+        self._since = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after this epoch's validation, so the best-checkpoint state saved with it is current;
+        # rank 0's clock decides, so all ranks save together
+        due = trainer.strategy.broadcast(time.monotonic() - self._since >= self.every_s)
+        if due and not trainer.sanity_checking:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.at_end:
+            self._save(trainer)
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self._since = time.monotonic()
+
+
 def make_trainer(
     cfg: DictConfig, out_dir: Path, callbacks: list[Callback], logger: Any, n_train: int, checkpoints: bool = True
 ) -> pl.Trainer:
@@ -215,9 +241,9 @@ def fit_source(src_cfg: DictConfig, weights_path: Path, work_dir: Path) -> dict[
     from safetensors.torch import save_file
 
     run = build_run(src_cfg)
-    ckpt = ModelCheckpoint(dirpath=str(work_dir / "checkpoints"), monitor=src_cfg.monitor, mode=src_cfg.monitor_mode, save_last=True)
-    trainer = make_trainer(src_cfg, work_dir, [run.policy, ckpt], logger=None, n_train=run.n_train)
     last = work_dir / "checkpoints" / "last.ckpt"
+    ckpt = ResumeCheckpoint(last, every_s=float(src_cfg.get("checkpoint_every_s") or 0))  # the final weights are kept, not the best
+    trainer = make_trainer(src_cfg, work_dir, [run.policy, ckpt], logger=None, n_train=run.n_train)
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if last.is_file() else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     state = {k: v.detach().cpu().contiguous() for k, v in run.module.backbone.state_dict().items()}
@@ -323,11 +349,15 @@ def _train(cfg: DictConfig, out_dir: Path, record: dict[str, Any]) -> dict[str, 
     size = f"f{record['fraction']}" if record["fraction"] is not None else f"pc{record['per_class']}"
     run_name = f"{record['strategy']}-{size}-s{record['seed']}"
     logger = build_logger(cfg.logger, out_dir, resolved(cfg), run_name, group, record["strategy"], tags) if _rank() == 0 else None
+    # best.ckpt is only ever tested: weights alone; resuming uses last.ckpt (ResumeCheckpoint)
     checkpoint = ModelCheckpoint(
-        dirpath=str(ckpt_dir), filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode, save_last=True, save_top_k=1
+        dirpath=str(ckpt_dir), filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode, save_top_k=1, save_weights_only=True
+    )
+    resume = ResumeCheckpoint(
+        ckpt_dir / "last.ckpt", every_s=float(cfg.get("checkpoint_every_s") or 0), at_end=bool(cfg.get("keep_checkpoints", False))
     )
     counts = ParameterCounts()
-    trainer = make_trainer(cfg, out_dir, [run.policy, checkpoint, counts], logger, n_train=run.n_train)
+    trainer = make_trainer(cfg, out_dir, [run.policy, checkpoint, resume, counts], logger, n_train=run.n_train)
     last = ckpt_dir / "last.ckpt"
     start = time.perf_counter()
     with intra_op_threads(1 if run.features_cached else None):
