@@ -211,6 +211,15 @@ class ResumeCheckpoint(Callback):
         self._since = time.monotonic()
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16-mixed pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def make_trainer(
     cfg: DictConfig, out_dir: Path, callbacks: list[Callback], logger: Any, n_train: int, checkpoints: bool = True
 ) -> pl.Trainer:
@@ -226,6 +235,11 @@ def make_trainer(
         steps_per_epoch = math.ceil(n_train / int(cfg.dataset.batch_size))
         kwargs["max_epochs"] = max(int(kwargs["max_epochs"]), math.ceil(min_steps / steps_per_epoch))
     kwargs.setdefault("enable_checkpointing", checkpoints)
+    if str(kwargs.get("accelerator")) == "cpu" and str(kwargs.get("precision", "")).startswith("bf16") and not cpu_has_bf16():
+        log.warning(
+            "trainer.precision=%s on a CPU without native bfloat16 instructions: slower than 32-bit here. "
+            "Fix: trainer.precision=32-true.", kwargs["precision"]
+        )
     try:
         return pl.Trainer(
             **kwargs, callbacks=callbacks, logger=logger if logger is not None else False, default_root_dir=str(out_dir)
