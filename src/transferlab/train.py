@@ -198,8 +198,9 @@ class ResumeCheckpoint(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after this epoch's validation, so the best-checkpoint state saved with it is current;
         # rank 0's clock decides, so all ranks save together
+        final = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
         due = trainer.strategy.broadcast(time.monotonic() - self._since >= self.every_s)
-        if due and not trainer.sanity_checking:
+        if due and not final:  # after the final epoch the run completes: nothing to resume
             self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
