@@ -408,11 +408,12 @@ def source_path(cfg) -> Path:  # noqa: ANN001
     return cache_dir(cfg) / "source" / f"{cfg.backbone.name}-{cache_key(source_key(source_config(cfg)))}.safetensors"
 
 
-def linear_probe(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def linear_probe(args: argparse.Namespace, device: torch.device, work: Path) -> dict[str, Any]:
     from transferlab.results import read_result
     from transferlab.train import train
 
-    base = ["experiment=digits_transfer", "strategy=linear_probe", f"trainer.max_epochs={args.lp_epochs}",
+    base = ["experiment=digits_transfer", "strategy=linear_probe", f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
+            f"trainer.max_epochs={args.lp_epochs}",
             "trainer.enable_progress_bar=false", "logger=csv", "seed=0"]
     if args.cache_dir:
         base.append(f"paths.cache_dir={args.cache_dir}")
@@ -541,7 +542,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, help="(cpu: 64, cuda: 256)")
     p.add_argument("--steps", type=int, help="training steps per epoch (cpu: 20, cuda: 50)")
     p.add_argument("--epochs", type=int, default=4, help="epochs of each loop; the first is warm-up (default 4)")
-    p.add_argument("--precision", help="Lightning precision for both loops (default: conf/trainer/<cpu|gpu>.yaml)")
+    p.add_argument("--precision", choices=("32-true", "bf16-mixed", "16-mixed"),
+                   help="Lightning precision for both loops (default: conf/trainer/<cpu|gpu>.yaml)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC for both loops (default: conf/trainer/<cpu|gpu>.yaml)")
     p.add_argument("--interleave", choices=("step", "epoch"),
@@ -602,7 +604,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["throughput"] = throughput(args, device, work)
         if not args.skip_lp:
             print(f"linear probe: cached vs recomputed features, {args.lp_epochs} epochs …", flush=True)
-            result["linear_probe"] = linear_probe(args, work)
+            result["linear_probe"] = linear_probe(args, device, work)
         if args.study:
             print("default study …", flush=True)
             result["study"] = study(work)
