@@ -11,6 +11,7 @@ import socket
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ from transferlab.strategies import FreezePolicy, build_policy
 from transferlab.tracking import build_logger, wandb_summary
 
 log = logging.getLogger("transferlab")
+
+# Frozen blocks are in eval mode on purpose (their BatchNorm statistics must not move).
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 @dataclass
