@@ -48,6 +48,8 @@ class JobProgress(Callback):
         self.started = time.perf_counter()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if TOTAL_ENV not in os.environ:  # a single run prints its own summary
+            return
         num = int(config.hydra.job.get("num", 0)) + 1
         total = os.environ.get(TOTAL_ENV, "?")
         elapsed = time.perf_counter() - self.started
