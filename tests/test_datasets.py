@@ -283,8 +283,14 @@ def test_corrupt_image_errors_naming_the_file(tmp_path, damage):
     if damage == "garbage":
         victim = files[0].with_name("junk.jpg")
         victim.write_bytes(b"this is not an image")
+    elif damage == "truncated_jpeg":  # big enough that the cut falls in the pixel data, past the headers
+        victim = files[0].with_name("photo.jpg")
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(victim)
+        truncate(victim)
+        with Image.open(victim) as img:
+            img.verify()  # the header alone looks fine: only decoding finds the damage
     else:
-        victim = next(p for p in files if p.suffix == (".jpg" if damage == "truncated_jpeg" else ".png"))
+        victim = next(p for p in files if p.suffix == ".png")
         truncate(victim)
     with pytest.raises(DataError, match=rf"{victim.name}.*Fix: replace or delete.*on_bad_file=skip"):
         load_splits(folder_cfg(tmp_path))
@@ -316,6 +322,35 @@ def test_manifest_bad_columns_labels_and_files(tmp_path):
         load_splits({"kind": "manifest", "path": str(tmp_path / "gone.csv")})
     with pytest.raises(DataError, match=r"manifest .*nope.csv does not exist"):
         load_splits({"kind": "manifest", "path": str(tmp_path / "nope.csv")})
+
+
+def test_verify_false_checks_existence_and_a_bad_file_still_fails_by_name(tmp_path):
+    make_tree(tmp_path, COUNTS)
+    victim = image_files(tmp_path / "dog")[1]
+    truncate(victim)
+    splits = folder_splits(**folder_cfg(tmp_path, verify=False, val_fraction=0.0, test_fraction=0.0))
+    assert len(splits.train) == 27  # not decoded up front
+    with pytest.raises(DataError, match=rf"cannot read image {victim}.*Fix: replace or remove"):
+        splits.train.load(list(splits.train.paths).index(str(victim)))
+    manifest = make_manifest(tmp_path / "m", COUNTS)
+    gone = image_files(tmp_path / "m" / "images" / "owl")[2]
+    gone.unlink()
+    with pytest.raises(DataError, match=rf"{gone} \(file not found\)"):
+        load_splits({"kind": "manifest", "path": str(manifest), "verify": False})
+
+
+def test_parquet_manifest(tmp_path):
+    csv = make_manifest(tmp_path, COUNTS)
+    parquet = tmp_path / "labels.parquet"
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        parquet.write_bytes(b"PAR1 but no reader")
+        with pytest.raises(DataError, match=r"Parquet needs pyarrow.*pip install pyarrow.*or save the manifest as CSV"):
+            load_splits({"kind": "manifest", "path": str(parquet)})
+        return
+    pd.read_csv(csv).to_parquet(parquet)
+    assert load_splits({"kind": "manifest", "path": str(parquet)}).class_names == ["cat", "dog", "owl"]
 
 
 def test_class_count_and_names_are_checked(tmp_path):

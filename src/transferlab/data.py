@@ -60,8 +60,9 @@ class FileImageSet:
                 return img
         except Exception as err:  # noqa: BLE001 - re-raised naming the file and the fix
             raise DataError(
-                f"cannot read image {path}: {type(err).__name__}: {err}. It passed the scan when the dataset was "
-                "built, so it changed or disappeared since. Fix: restore the file (or remove it) and run again."
+                f"cannot read image {path}: {type(err).__name__}: {err}. Fix: replace or remove the file. With "
+                "dataset.verify=true (the default) unreadable files are found before training, and "
+                "dataset.on_bad_file=skip leaves them out."
             ) from err
 
     def fingerprint(self) -> str:

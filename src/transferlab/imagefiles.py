@@ -261,8 +261,8 @@ def _read_table(path: Path) -> Any:
             table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, skipinitialspace=True)
     except ImportError as err:
         raise DataError(
-            f"dataset.path={str(path)!r}: reading Parquet needs pyarrow ({err}). Fix: `pip install pyarrow`, "
-            "or save the manifest as CSV."
+            f"dataset.path={str(path)!r}: reading Parquet needs pyarrow (or fastparquet), which is not installed. "
+            "Fix: `pip install pyarrow`, or save the manifest as CSV."
         ) from err
     except Exception as err:  # noqa: BLE001 - pandas raises many types; all mean an unreadable file
         raise DataError(f"dataset.path={str(path)!r}: cannot read the manifest ({type(err).__name__}: {err}).") from err
