@@ -46,6 +46,9 @@ log = logging.getLogger("transferlab")
 #: the run's exact training examples (indices into the training split, file paths), beside result.json
 TRAIN_INDICES_FILE = "train_indices.json"
 
+# Frozen blocks are in eval mode on purpose (their BatchNorm statistics must not move).
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
 
 @dataclass
 class Run:
@@ -206,7 +209,7 @@ def make_trainer(
     """A Lightning Trainer from ``cfg.trainer`` (its own argument names).
 
     With ``min_train_steps`` a small training set gets more epochs, so every size gets at least that
-    many optimizer steps.
+    many optimizer steps; ``max_validations`` then spaces validation out (every k-th epoch).
     """
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
@@ -214,6 +217,9 @@ def make_trainer(
     if min_steps > 0 and kwargs.get("max_epochs"):
         steps_per_epoch = math.ceil(n_train / int(cfg.dataset.batch_size))
         kwargs["max_epochs"] = max(int(kwargs["max_epochs"]), math.ceil(min_steps / steps_per_epoch))
+    max_validations = cfg.get("max_validations")
+    if max_validations and kwargs.get("max_epochs") and "check_val_every_n_epoch" not in kwargs:
+        kwargs["check_val_every_n_epoch"] = max(1, math.ceil(int(kwargs["max_epochs"]) / int(max_validations)))
     kwargs.setdefault("enable_checkpointing", checkpoints)
     try:
         return pl.Trainer(
