@@ -32,12 +32,14 @@ def cache_key(parts: Mapping[str, Any]) -> str:
 
 
 @torch.no_grad()
-def extract(backbone: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu") -> TensorDataset:
+def extract(
+    backbone: nn.Module, dataset: Dataset, batch_size: int = 256, device: str | torch.device = "cpu", num_workers: int = 0
+) -> TensorDataset:
     """Pooled features of ``dataset`` from ``backbone`` in eval mode, with the labels."""
     was_training = backbone.training
     backbone.eval().to(device)
     feats, labels = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
         feats.append(backbone(x.to(device)).float().cpu())
         labels.append(torch.as_tensor(y, dtype=torch.long))
     backbone.train(was_training)
@@ -50,6 +52,7 @@ def cached_features(
     cache_dir: Path,
     key_parts: Mapping[str, Any],
     device: str | torch.device = "cpu",
+    num_workers: int = 0,
 ) -> tuple[dict[str, TensorDataset], bool]:
     """Features of the full train / val / test splits, from the cache or computed and stored.
 
@@ -65,7 +68,7 @@ def cached_features(
             return {s: TensorDataset(tensors[f"{s}_x"], tensors[f"{s}_y"]) for s in SPLITS}, True
         except Exception:  # noqa: BLE001 - a broken cache entry is recomputed, not fatal
             path.unlink(missing_ok=True)
-    features = {s: extract(backbone, datasets[s], device=device) for s in SPLITS}
+    features = {s: extract(backbone, datasets[s], device=device, num_workers=num_workers) for s in SPLITS}
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for split, ds in features.items():

@@ -55,6 +55,7 @@ class TransferModule(pl.LightningModule):
         input_is_features: bool = False,
         channels_last: bool = False,
         backbone_kwargs: dict[str, Any] | None = None,
+        mixup: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -85,6 +86,8 @@ class TransferModule(pl.LightningModule):
         )
         self.blocks = [["backbone." + n for n in block] for block in backbone_blocks(self.backbone)]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.mixup = _mixup(mixup, num_classes, label_smoothing) if not input_is_features else None
+        self.soft_criterion = nn.CrossEntropyLoss()  # soft (mixed) targets already carry the smoothing
         metrics = _metrics(num_classes)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
@@ -104,14 +107,35 @@ class TransferModule(pl.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
-        loss = self.criterion(logits, y)
+        if split == "train" and self.mixup is not None:
+            x, soft = self._mix(x, y)
+            logits = self(x)
+            loss = self.soft_criterion(logits, soft)
+            y = soft.argmax(dim=1)  # training metrics count the dominant class of each mixed example
+        else:
+            logits = self(x)
+            loss = self.criterion(logits, y)
         metrics = {"train": self.train_metrics, "val": self.val_metrics, "test": self.test_metrics}[split]
         metrics.update(logits.detach(), y)
         on_step = split == "train"
         self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=split != "train")
         return loss
+
+    def _mix(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """timm Mixup / CutMix on the batch: mixed images and soft targets.
+
+        timm mixes pairs, so an odd last example stays unmixed (with a smoothed one-hot target).
+        """
+        from timm.data.mixup import mixup_target
+
+        assert self.mixup is not None
+        n = len(x) - len(x) % 2
+        rest = mixup_target(y[n:], self.hparams.num_classes, 1.0, self.mixup.label_smoothing)
+        if n == 0:
+            return x, rest
+        mixed, soft = self.mixup(x[:n].clone(), y[:n])
+        return torch.cat([mixed, x[n:]]), torch.cat([soft, rest])
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
@@ -184,6 +208,24 @@ class TransferModule(pl.LightningModule):
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return trainable, total
+
+
+def _mixup(options: dict[str, Any] | None, num_classes: int, label_smoothing: float) -> Any:
+    """timm ``Mixup`` from ``dataset.mixup`` options, or None when they turn nothing on."""
+    if not options:
+        return None
+    from timm.data import Mixup
+
+    opts = {"mixup_alpha": 0.0, "label_smoothing": label_smoothing, **options, "num_classes": num_classes}
+    if float(opts.get("mixup_alpha") or 0) <= 0 and float(opts.get("cutmix_alpha") or 0) <= 0 and opts.get("cutmix_minmax") is None:
+        return None
+    try:
+        return Mixup(**opts)
+    except (TypeError, AssertionError, ValueError) as err:
+        raise ConfigError(
+            f"dataset.mixup={options}: timm Mixup rejects it ({type(err).__name__}: {err}). Options: mixup_alpha, "
+            "cutmix_alpha, cutmix_minmax, prob, switch_prob, mode (batch|pair|elem), label_smoothing."
+        ) from err
 
 
 def _metrics(num_classes: int) -> torchmetrics.MetricCollection:

@@ -24,6 +24,7 @@ HASH_EXCLUDE: tuple[str, ...] = (
     "trainer.log_every_n_steps",
     "dataset.num_workers",
     "dataset.pin_memory",
+    "dataset.persistent_workers",
 )
 
 #: environment variable names whose values must never be logged

@@ -24,7 +24,16 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from transferlab import __version__
 from transferlab.backbone import check_model_name, data_config
-from transferlab.data import ImageDataModule, SplitsDataModule, TensorDataModule, build_transform, load_splits, subsample
+from transferlab.data import (
+    ImageDataModule,
+    SplitsDataModule,
+    TensorDataModule,
+    build_transform,
+    loader_settings,
+    load_splits,
+    subsample,
+    train_selection,
+)
 from transferlab.errors import ConfigError, TransferlabError, WeightsError
 from transferlab.features import cached_features, file_digest
 from transferlab.model import TransferModule
@@ -33,6 +42,9 @@ from transferlab.strategies import FreezePolicy, build_policy
 from transferlab.tracking import build_logger, wandb_summary
 
 log = logging.getLogger("transferlab")
+
+#: the run's exact training examples (indices into the training split, file paths), beside result.json
+TRAIN_INDICES_FILE = "train_indices.json"
 
 # Frozen blocks are in eval mode on purpose (their BatchNorm statistics must not move).
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
@@ -47,6 +59,7 @@ class Run:
     policy: FreezePolicy
     weights: str | None
     n_train: int
+    selection: dict[str, Any] | None = None  # the exact training examples (train_indices.json)
     features_cached: bool = False
     feature_cache_hit: bool = False
     feature_time_s: float = 0.0
@@ -95,16 +108,25 @@ def build_run(cfg: DictConfig) -> Run:
     """
     policy = build_policy(OmegaConf.to_container(cfg.strategy, resolve=True))  # type: ignore[arg-type]
     check_model_name(cfg.backbone.name)
-    splits = load_splits(OmegaConf.to_container(cfg.dataset, resolve=True))  # type: ignore[arg-type]
+    dataset_cfg = _plain(cfg.dataset)
+    splits = load_splits(dataset_cfg)
     train_indices = subsample(
         splits.train.labels, cfg.dataset.get("fraction"), cfg.dataset.get("per_class"), cfg.dataset.split_seed, splits.class_names
     )
     use_cache = policy.frozen_backbone and bool(cfg.strategy.get("cache_features", False))
+    augment, mixup = _plain(cfg.dataset.get("augment")), _plain(cfg.dataset.get("mixup"))
+    if use_cache and (augment or mixup):
+        warnings.warn(
+            f"dataset.augment / dataset.mixup are ignored: strategy {cfg.strategy.name} trains on cached features, "
+            "computed once without augmentation. Set strategy.cache_features=false to augment.",
+            stacklevel=2,
+        )
+        augment, mixup = {}, {}
     weights = resolve_weights(cfg, policy)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = TransferModule(
         backbone=cfg.backbone.name,
-        num_classes=int(cfg.dataset.num_classes),
+        num_classes=len(splits.class_names),  # = dataset.num_classes, checked by load_splits (null: from the data)
         in_chans=int(cfg.backbone.in_chans),
         input_size=cfg.dataset.get("input_size"),
         pool=cfg.head.get("pool"),
@@ -124,21 +146,21 @@ def build_run(cfg: DictConfig) -> Run:
         input_is_features=use_cache,
         channels_last=bool(cfg.backbone.get("channels_last", False)),
         backbone_kwargs=_plain(cfg.backbone.get("kwargs")),
+        mixup=mixup or None,
     )
     preprocess = data_config(module.backbone, cfg.dataset.get("input_size"), cfg.dataset.get("crop_pct"))
     in_chans = int(cfg.backbone.in_chans)
     eval_tf = build_transform(preprocess, in_chans, training=False)
-    augment = _plain(cfg.dataset.get("augment"))
     train_tf = build_transform(preprocess, in_chans, training=True, **augment) if augment else eval_tf
+    preload = bool(cfg.dataset.get("preload", True))
+    workers = {k: cfg.dataset.get(k, "auto") for k in ("num_workers", "pin_memory", "persistent_workers")}
+    cuda = _device(cfg).type == "cuda"
     loader_kwargs = dict(
-        batch_size=int(cfg.dataset.batch_size),
-        num_workers=int(cfg.dataset.get("num_workers", 0)),
-        pin_memory=bool(cfg.dataset.get("pin_memory", False)),
+        batch_size=int(cfg.dataset.batch_size), **loader_settings(**workers, decode_on_the_fly=not preload or bool(augment), cuda=cuda)
     )
-    datamodule: SplitsDataModule = ImageDataModule(
-        splits, train_tf, eval_tf, train_indices, preload=bool(cfg.dataset.get("preload", True)), **loader_kwargs
-    )
-    run = Run(module, datamodule, policy, weights, n_train=len(train_indices), features_cached=use_cache)
+    datamodule: SplitsDataModule = ImageDataModule(splits, train_tf, eval_tf, train_indices, preload=preload, **loader_kwargs)
+    selection = train_selection(splits, train_indices, dataset_cfg)
+    run = Run(module, datamodule, policy, weights, n_train=len(train_indices), selection=selection, features_cached=use_cache)
     if use_cache:
         start = time.perf_counter()
         key = {
@@ -148,14 +170,25 @@ def build_run(cfg: DictConfig) -> Run:
             "in_chans": in_chans,
             "weights": file_digest(weights) if weights not in (None, "hub") else weights,
             "preprocess": preprocess,
-            "dataset": {k: v for k, v in resolved(cfg.dataset).items() if k not in ("fraction", "per_class", "batch_size", "num_workers", "pin_memory", "augment")},
+            "dataset": {k: v for k, v in resolved(cfg.dataset).items() if k not in _NOT_FEATURES},
         }
+        if splits.file_backed:  # files can change under the same config: key on them too
+            key["files"] = selection["data_fingerprint"]
         features, hit = cached_features(
-            module.backbone, datamodule.eval_datasets(), cache_dir(cfg) / "features", key, device=_device(cfg)
+            module.backbone, datamodule.eval_datasets(), cache_dir(cfg) / "features", key, device=_device(cfg),
+            num_workers=loader_kwargs["num_workers"] if splits.file_backed else 0,
         )
-        run.datamodule = TensorDataModule(features, train_indices, **loader_kwargs)
+        tensors = loader_settings(**workers, decode_on_the_fly=False, cuda=cuda)
+        run.datamodule = TensorDataModule(features, train_indices, batch_size=int(cfg.dataset.batch_size), **tensors)
         run.feature_cache_hit, run.feature_time_s = hit, time.perf_counter() - start
     return run
+
+
+#: dataset keys that do not change the cached features
+_NOT_FEATURES = (
+    "fraction", "per_class", "batch_size", "num_workers", "pin_memory", "persistent_workers", "augment", "mixup",
+    "on_bad_file", "verify", "download",
+)
 
 
 class ParameterCounts(Callback):
@@ -289,6 +322,8 @@ def _train(cfg: DictConfig, out_dir: Path, record: dict[str, Any]) -> dict[str, 
         write_json_atomic(state_file, {"config_hash": record["config_hash"]})
     run = build_run(cfg)
     record.update(n_train=run.n_train, features_cached=run.features_cached, feature_cache_hit=run.feature_cache_hit)
+    if _rank() == 0 and run.selection is not None:
+        write_json_atomic(out_dir / TRAIN_INDICES_FILE, run.selection)
     tags = [f"strategy:{record['strategy']}", f"fraction:{record['fraction']}", f"backbone:{record['backbone']}", f"dataset:{record['dataset']}"]
     group = f"{cfg.experiment_name}/{cfg.get('sweep_name') or 'single'}"
     size = f"f{record['fraction']}" if record["fraction"] is not None else f"pc{record['per_class']}"
