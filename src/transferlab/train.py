@@ -39,7 +39,7 @@ from transferlab.features import cached_features, file_digest
 from transferlab.model import TransferModule
 from transferlab.results import RESULT_FILE, config_hash, is_completed, read_result, resolved, write_json_atomic
 from transferlab.strategies import FreezePolicy, build_policy
-from transferlab.tracking import build_logger, wandb_summary
+from transferlab.tracking import build_logger, finish_wandb, wandb_info, wandb_summary
 
 log = logging.getLogger("transferlab")
 
@@ -329,14 +329,28 @@ def _train(cfg: DictConfig, out_dir: Path, record: dict[str, Any]) -> dict[str, 
     size = f"f{record['fraction']}" if record["fraction"] is not None else f"pc{record['per_class']}"
     run_name = f"{record['strategy']}-{size}-s{record['seed']}"
     logger = build_logger(cfg.logger, out_dir, resolved(cfg), run_name, group, record["strategy"], tags) if _rank() == 0 else None
+    record["wandb"] = wandb_info(logger)
+    try:
+        return _fit_and_test(cfg, out_dir, record, run, logger)
+    except BaseException:
+        finish_wandb(logger, exit_code=1)  # never left active: the next job of a multirun gets its own W&B run
+        raise
+
+
+def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: Run, logger: Any) -> dict[str, float]:
+    ckpt_dir = out_dir / "checkpoints"
     checkpoint = ModelCheckpoint(
         dirpath=str(ckpt_dir), filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode, save_last=True, save_top_k=1
     )
     counts = ParameterCounts()
     trainer = make_trainer(cfg, out_dir, [run.policy, checkpoint, counts], logger, n_train=run.n_train)
     last = ckpt_dir / "last.ckpt"
+    resume = str(last) if last.is_file() else None
+    if resume:
+        log.info("resuming from %s", resume)
+    record["resumed_from"] = resume
     start = time.perf_counter()
-    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume)
     train_time = time.perf_counter() - start + run.feature_time_s
     best = checkpoint.best_model_path or None
     tested = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best if best else None, verbose=False)
