@@ -154,7 +154,7 @@ def test_submitit_local_launcher_runs_two_jobs(tmp_path: Path) -> None:
 
 def test_killed_multirun_resumes_and_runs_every_job_exactly_once(tmp_path: Path) -> None:
     args = ["-m", "experiment=digits_transfer", "sweep=strategy_x_fraction", "strategy=scratch",
-            "dataset.fraction=0.05", "seed=0,1,2", *TINY, "trainer.max_epochs=3", "min_train_steps=0", "logger=none"]
+            "dataset.fraction=0.05", "seed=0,1,2", *TINY, "trainer.max_epochs=3", "min_train_steps=0", "checkpoint_every_s=0", "logger=none"]
     sweep_dir = tmp_path / "runs" / "digits_transfer" / "strategy_x_fraction"
     job = {s: sweep_dir / f"backbone.name=test_resnet,backbone.weights=null,dataset.fraction=0.05,min_train_steps=0,"
                           f"seed={s},strategy=scratch,trainer.max_epochs=3" for s in (0, 1, 2)}

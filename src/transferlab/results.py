@@ -19,6 +19,7 @@ HASH_EXCLUDE: tuple[str, ...] = (
     "logger",
     "paths",
     "keep_checkpoints",
+    "checkpoint_every_s",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",

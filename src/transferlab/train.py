@@ -20,9 +20,10 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback
 
 from transferlab import __version__
+from transferlab.checkpoints import BEST, LAST, BestWeights, LastCheckpoint
 from transferlab.backbone import check_model_name, data_config
 from transferlab.data import (
     ImageDataModule,
@@ -236,9 +237,10 @@ def fit_source(src_cfg: DictConfig, weights_path: Path, work_dir: Path) -> dict[
     from safetensors.torch import save_file
 
     run = build_run(src_cfg)
-    ckpt = ModelCheckpoint(dirpath=str(work_dir / "checkpoints"), monitor=src_cfg.monitor, mode=src_cfg.monitor_mode, save_last=True)
-    trainer = make_trainer(src_cfg, work_dir, [run.policy, ckpt], logger=None, n_train=run.n_train)
-    last = work_dir / "checkpoints" / "last.ckpt"
+    (work_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    last_ckpt = LastCheckpoint(work_dir / "checkpoints", every_s=float(src_cfg.get("checkpoint_every_s") or 0))
+    trainer = make_trainer(src_cfg, work_dir, [run.policy, last_ckpt], logger=None, n_train=run.n_train, checkpoints=False)
+    last = work_dir / "checkpoints" / LAST
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if last.is_file() else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     state = {k: v.detach().cpu().contiguous() for k, v in run.module.backbone.state_dict().items()}
@@ -339,12 +341,12 @@ def _train(cfg: DictConfig, out_dir: Path, record: dict[str, Any]) -> dict[str, 
 
 def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: Run, logger: Any) -> dict[str, float]:
     ckpt_dir = out_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(
-        dirpath=str(ckpt_dir), filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode, save_last=True, save_top_k=1
-    )
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    best = BestWeights(cfg.monitor, cfg.monitor_mode)
+    last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0))
     counts = ParameterCounts()
-    trainer = make_trainer(cfg, out_dir, [run.policy, checkpoint, counts], logger, n_train=run.n_train)
-    last = ckpt_dir / "last.ckpt"
+    trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, counts], logger, n_train=run.n_train, checkpoints=False)
+    last = ckpt_dir / LAST
     resume = str(last) if last.is_file() else None
     if resume:
         log.info("resuming from %s", resume)
@@ -352,11 +354,13 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: R
     start = time.perf_counter()
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume)
     train_time = time.perf_counter() - start + run.feature_time_s
-    best = checkpoint.best_model_path or None
-    tested = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best if best else None, verbose=False)
+    best.restore(run.module)  # test the weights of the best validation epoch
+    tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
     metrics = {k: float(v) for k, v in tested[0].items()}
-    if checkpoint.best_model_score is not None:
-        metrics[f"{cfg.monitor}_best"] = float(checkpoint.best_model_score)
+    if best.best_score is not None:
+        metrics[f"{cfg.monitor}_best"] = best.best_score
+    if cfg.get("keep_checkpoints", False) and trainer.is_global_zero:
+        torch.save(run.module.state_dict(), ckpt_dir / BEST)
     trainable, total = run.module.parameter_counts()
     record.update(
         status="completed",
