@@ -33,6 +33,8 @@ class TransferModule(pl.LightningModule):
     start, in one group per backbone block (LR = ``lr * backbone_lr_scale``, times
     ``layer_decay ** depth_from_top`` when layer decay is on) plus the head's group at ``lr``.
     With ``input_is_features=True`` batches hold pre-computed backbone features and only the head runs.
+    Speed: ``channels_last`` (CNNs, inputs too), ``compile`` (``torch.compile`` of the backbone) and
+    ``grad_checkpointing`` (timm's ``set_grad_checkpointing``); mixed precision is the Trainer's.
     """
 
     def __init__(
@@ -57,6 +59,8 @@ class TransferModule(pl.LightningModule):
         label_smoothing: float = 0.0,
         input_is_features: bool = False,
         channels_last: bool = False,
+        compile: bool = False,
+        grad_checkpointing: bool = False,
         backbone_kwargs: dict[str, Any] | None = None,
         mixup: dict[str, Any] | None = None,
     ) -> None:
@@ -84,6 +88,15 @@ class TransferModule(pl.LightningModule):
             load_weights_file(self.backbone, weights)
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        if grad_checkpointing:
+            try:
+                self.backbone.set_grad_checkpointing(True)
+            except (AttributeError, AssertionError, NotImplementedError) as err:
+                raise ConfigError(
+                    f"backbone.grad_checkpointing=true: {backbone} does not support it ({err}); set it to false."
+                ) from err
+        if compile:
+            self.backbone.compile()  # in place: parameter names, checkpoints and freezing are unchanged
         self.head = build_head(
             self.backbone.num_features, num_classes, head_hidden, head_dropout, head_activation
         )
@@ -142,7 +155,8 @@ class TransferModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
-        if not torch.isfinite(loss):
+        # on an accelerator the check syncs host and device; every few steps is enough (NaN persists)
+        if (loss.device.type == "cpu" or batch_idx % 16 == 0) and not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}. "
                 "Fix: lower optimizer.lr, use trainer.precision=32-true, or set trainer.gradient_clip_val."

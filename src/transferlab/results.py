@@ -23,6 +23,8 @@ HASH_EXCLUDE: tuple[str, ...] = (
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
+    "backbone.compile",
+    "backbone.grad_checkpointing",
     "dataset.num_workers",
     "dataset.pin_memory",
     "dataset.persistent_workers",

@@ -46,7 +46,11 @@ def source_config(cfg: DictConfig) -> DictConfig:
 def source_key(src_cfg: DictConfig) -> dict[str, Any]:
     """What decides the source checkpoint: backbone, data, optimisation, epochs and seed."""
     return {
-        "backbone": OmegaConf.to_container(src_cfg.backbone, resolve=True),
+        "backbone": {
+            k: v
+            for k, v in OmegaConf.to_container(src_cfg.backbone, resolve=True).items()  # type: ignore[union-attr]
+            if k not in ("compile", "grad_checkpointing")  # speed only: the same weights either way
+        },
         "dataset": OmegaConf.to_container(src_cfg.dataset, resolve=True),
         "optimizer": OmegaConf.to_container(src_cfg.optimizer, resolve=True),
         "max_epochs": src_cfg.trainer.max_epochs,

@@ -12,12 +12,15 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import timm
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
@@ -36,7 +39,7 @@ from transferlab.data import (
     train_selection,
 )
 from transferlab.errors import ConfigError, TransferlabError, WeightsError
-from transferlab.features import cached_features, file_digest
+from transferlab.features import cached_features, state_digest
 from transferlab.model import TransferModule
 from transferlab.results import RESULT_FILE, config_hash, is_completed, read_result, resolved, write_json_atomic
 from transferlab.strategies import FreezePolicy, build_policy
@@ -102,6 +105,16 @@ def _device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
+def autocast_dtype(precision: Any) -> torch.dtype | None:
+    """The autocast dtype a Lightning ``trainer.precision`` computes in (None for full precision)."""
+    p = str(precision)
+    if p.startswith("bf16"):
+        return torch.bfloat16
+    if p.startswith("16"):
+        return torch.float16
+    return None
+
+
 def build_run(cfg: DictConfig) -> Run:
     """Validate the config, then build policy, data and model (training the source model if needed).
 
@@ -146,6 +159,8 @@ def build_run(cfg: DictConfig) -> Run:
         label_smoothing=float(cfg.optimizer.get("label_smoothing", 0.0)),
         input_is_features=use_cache,
         channels_last=bool(cfg.backbone.get("channels_last", False)),
+        compile=bool(cfg.backbone.get("compile", False)) and not use_cache,  # cached: the backbone runs once
+        grad_checkpointing=bool(cfg.backbone.get("grad_checkpointing", False)),
         backbone_kwargs=_plain(cfg.backbone.get("kwargs")),
         mixup=mixup or None,
     )
@@ -164,20 +179,24 @@ def build_run(cfg: DictConfig) -> Run:
     run = Run(module, datamodule, policy, weights, n_train=len(train_indices), selection=selection, features_cached=use_cache)
     if use_cache:
         start = time.perf_counter()
+        extract = {"channels_last": module.hparams.channels_last, "autocast_dtype": autocast_dtype(cfg.trainer.get("precision"))}
         key = {
             "backbone": cfg.backbone.name,
             "backbone_kwargs": module.hparams.backbone_kwargs,
             "pool": cfg.head.get("pool"),
             "in_chans": in_chans,
-            "weights": file_digest(weights) if weights not in (None, "hub") else weights,
+            # the weights as loaded: a file, the hub, or a seeded random init all hash by value
+            "weights": state_digest(module.backbone),
+            "timm": timm.__version__,
             "preprocess": preprocess,
+            "extract": extract,
             "dataset": {k: v for k, v in resolved(cfg.dataset).items() if k not in _NOT_FEATURES},
         }
         if splits.file_backed:  # files can change under the same config: key on them too
             key["files"] = selection["data_fingerprint"]
         features, hit = cached_features(
             module.backbone, datamodule.eval_datasets(), cache_dir(cfg) / "features", key, device=_device(cfg),
-            num_workers=loader_kwargs["num_workers"] if splits.file_backed else 0,
+            num_workers=loader_kwargs["num_workers"] if splits.file_backed else 0, **extract,
         )
         tensors = loader_settings(**workers, decode_on_the_fly=False, cuda=cuda)
         run.datamodule = TensorDataModule(features, train_indices, batch_size=int(cfg.dataset.batch_size), **tensors)
@@ -188,7 +207,7 @@ def build_run(cfg: DictConfig) -> Run:
 #: dataset keys that do not change the cached features
 _NOT_FEATURES = (
     "fraction", "per_class", "batch_size", "num_workers", "pin_memory", "persistent_workers", "augment", "mixup",
-    "on_bad_file", "verify", "download",
+    "on_bad_file", "verify", "download", "preload",
 )
 
 
@@ -315,6 +334,23 @@ def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
         raise
 
 
+@contextmanager
+def intra_op_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op CPU threads (None: unchanged), then restore the previous count.
+
+    A head on cached features is made of tiny ops: splitting them across threads costs more than it
+    saves, and when other processes share the cores each op waits for a descheduled thread (a 20-epoch
+    linear probe took 35 s with 2 threads and 3-6 s with 1 on a loaded 2-core machine).
+    """
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _train(cfg: DictConfig, out_dir: Path, record: dict[str, Any]) -> dict[str, float]:
     ckpt_dir = out_dir / "checkpoints"
     state_file = out_dir / "run_state.json"
@@ -352,10 +388,11 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: R
         log.info("resuming from %s", resume)
     record["resumed_from"] = resume
     start = time.perf_counter()
-    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume)
-    train_time = time.perf_counter() - start + run.feature_time_s
-    best.restore(run.module)  # test the weights of the best validation epoch
-    tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+    with intra_op_threads(1 if run.features_cached else None):
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume)
+        train_time = time.perf_counter() - start + run.feature_time_s
+        best.restore(run.module)  # test the weights of the best validation epoch
+        tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
     metrics = {k: float(v) for k, v in tested[0].items()}
     if best.best_score is not None:
         metrics[f"{cfg.monitor}_best"] = best.best_score

@@ -1,0 +1,532 @@
+#!/usr/bin/env python
+"""What the framework costs, measured in one process.
+
+1. Fine-tuning throughput (images/s) of a real transferlab run -- ``build_run`` (TransferModule, the
+   finetune freeze policy) and ``make_trainer`` (the Lightning Trainer from the run config, CSV logger,
+   checkpointing) -- against a minimal hand-written PyTorch loop on the same timm model, data, batch
+   size and optimizer. Their epochs alternate (each framework epoch is followed by a hand-loop
+   epoch, from a Lightning hook) so both see the same machine load. The first epoch of each is
+   warm-up; the median of the others is reported. Validation is off. The "steps" figure covers the
+   epoch's training steps (data, hooks, logging, metrics, optimizer, scheduler); "incl. epoch end"
+   adds what Lightning does between epochs (the last.ckpt write), which a bare loop does not do.
+   Also FLOPs of one training step (fwd+bwd, torch.utils.flop_counter) and the TFLOP/s achieved.
+2. Linear probe, 20 epochs, through real ``train()`` runs: cached features (cold: extraction
+   included; warm: cache hit) against ``strategy.cache_features=false`` (backbone every epoch).
+3. ``--study``: wall time of the default study (``transferlab-train -m experiment=digits_transfer
+   sweep=strategy_x_fraction``) in a subprocess, with fresh run and cache folders.
+
+Writes ``benchmarks/results/<machine>.json`` and prints a table.
+
+    python benchmarks/benchmark.py                       # CPU: resnet18, 32 px (a few minutes)
+    python benchmarks/benchmark.py --device cuda         # GPU: resnet50, 224 px, bf16, channels_last,
+                                                         #      synthetic data already on the device
+    python benchmarks/benchmark.py --device cpu --model resnet18 --img-size 64 --steps 5 --skip-lp
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))  # benchmark this checkout, whatever the venv's editable install points at
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+CONF = REPO / "conf"
+TARGETS = {"throughput_ratio": 0.95, "lp_speedup": 20.0, "lp_acc_points": 1.0, "study_s": 300.0}
+
+
+# ---- machine -------------------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    import pytorch_lightning as pl
+    import timm
+
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "lightning": pl.__version__,
+        "load_avg_start": list(os.getloadavg()),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+    return f"cpu-{os.cpu_count()}core"
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast_for(precision: str, device: torch.device):
+    from transferlab.train import autocast_dtype
+
+    dtype = autocast_dtype(precision)
+    if dtype is None or precision.endswith("-true"):
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class BatchPool(torch.utils.data.Dataset):
+    """``steps`` ready batches cycled from a small pool (already on the device): loading costs nothing."""
+
+    def __init__(self, pool: list[tuple[torch.Tensor, torch.Tensor]], steps: int) -> None:
+        self.pool, self.steps = pool, steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.pool[i % len(self.pool)]
+
+
+def make_loader(args: argparse.Namespace, device: torch.device, num_classes: int, seed: int) -> torch.utils.data.DataLoader:
+    """The same kind of loader for both loops: in-memory tensors, shuffled batches (or a device pool)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (3, args.img_size, args.img_size)
+    if args.synthetic_on_device:
+        pool = [
+            (torch.randn(args.batch_size, *shape, generator=g).to(device), torch.randint(0, num_classes, (args.batch_size,), generator=g).to(device))
+            for _ in range(min(args.steps, 8))
+        ]
+        return torch.utils.data.DataLoader(BatchPool(pool, args.steps), batch_size=None)
+    n = args.steps * args.batch_size
+    data = torch.utils.data.TensorDataset(torch.randn(n, *shape, generator=g), torch.randint(0, num_classes, (n,), generator=g))
+    return torch.utils.data.DataLoader(
+        data, batch_size=args.batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+# ---- 1. throughput -------------------------------------------------------------------------------
+class HandLoop:
+    """The reference: a minimal PyTorch training loop on the same timm model."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, num_classes: int, lr: float, weight_decay: float) -> None:
+        import timm
+
+        torch.manual_seed(0)
+        self.model = timm.create_model(args.model, num_classes=num_classes).to(device)
+        if args.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if args.compile:
+            self.model.compile()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.args, self.device = args, device
+        self.scaler = torch.amp.GradScaler(device.type) if args.precision.startswith("16-mixed") else None
+        self.loader = make_loader(args, device, num_classes, seed=1)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_for(self.args.precision, self.device):
+            loss = F.cross_entropy(self.model(x), y)
+        self.opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
+        return loss
+
+    def epoch(self) -> float:
+        """Seconds for one epoch."""
+        self.model.train()
+        with torch.enable_grad():
+            sync(self.device)
+            start = time.perf_counter()
+            for x, y in self.loader:
+                self.step(x, y)
+            sync(self.device)
+        return time.perf_counter() - start
+
+    def step_flops(self) -> int:
+        """FLOPs of one training step (forward + backward), counted by torch's FlopCounterMode."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        x, y = next(iter(self.loader))
+        x, y = x.to(self.device), y.to(self.device)
+        if self.args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        counter = FlopCounterMode(display=False)
+        with counter, autocast_for(self.args.precision, self.device):
+            loss = F.cross_entropy(self.model(x), y)
+        with counter:
+            loss.backward()
+        self.opt.zero_grad(set_to_none=True)
+        return int(counter.get_total_flops())
+
+
+def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> dict[str, Any]:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from transferlab.results import resolved
+    from transferlab.tracking import build_logger
+    from transferlab.train import ParameterCounts, build_run, make_trainer
+
+    epochs = args.epochs
+    overrides = [
+        "strategy=finetune",
+        f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
+        f"backbone.name={args.model}",
+        "backbone.weights=null",
+        f"backbone.channels_last={args.channels_last}",
+        f"backbone.compile={args.compile}",
+        f"dataset.input_size={args.img_size}",
+        f"dataset.batch_size={args.batch_size}",
+        f"trainer.precision={args.precision}",
+        f"trainer.max_epochs={epochs}",
+        "+trainer.limit_val_batches=0",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        f"paths.runs_dir={work / 'runs'}",
+        f"paths.cache_dir={work / 'cache'}",
+    ]
+    cfg = compose(overrides)
+    run = build_run(cfg)  # the module and freeze policy exactly as a run builds them
+    num_classes = int(cfg.dataset.num_classes)
+    hand = HandLoop(args, device, num_classes, float(cfg.optimizer.lr), float(cfg.optimizer.weight_decay))
+    flops = hand.step_flops()
+    loader = make_loader(args, device, num_classes, seed=1)
+    n_steps = len(loader)
+
+    class Interleave(pl.Callback):
+        """Times the framework's epochs; after each, runs and times one hand-loop epoch."""
+
+        def __init__(self) -> None:
+            self.starts: list[float] = []
+            self.steps_s: list[float] = []
+            self.hand_s: list[float] = []
+
+        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            sync(device)
+            self.starts.append(time.perf_counter())
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            if batch_idx == n_steps - 1:
+                sync(device)
+                self.steps_s.append(time.perf_counter() - self.starts[-1])
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            # callbacks run before ModelCheckpoint (Lightning puts checkpoint callbacks last), so the hand
+            # epoch's time is subtracted below from the framework's epoch-to-epoch time
+            self.hand_s.append(hand.epoch())
+
+        def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            sync(device)
+            self.starts.append(time.perf_counter())
+
+    timer = Interleave()
+    out_dir = work / "throughput"
+    checkpoint = ModelCheckpoint(
+        dirpath=str(out_dir / "checkpoints"), filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode, save_last=True, save_top_k=1
+    )
+    logger = build_logger(cfg.logger, out_dir, resolved(cfg), "benchmark", "benchmark", "finetune", [])
+    trainer = make_trainer(cfg, out_dir, [run.policy, checkpoint, ParameterCounts(), timer], logger, n_train=n_steps * args.batch_size)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
+        trainer.fit(run.module, train_dataloaders=loader)
+    full_s = [b - a - h for a, b, h in zip(timer.starts[:-1], timer.starts[1:], timer.hand_s)]
+    images = n_steps * args.batch_size
+    measured = slice(1, None) if epochs > 1 else slice(None)  # epoch 0 of each is warm-up
+    fw = statistics.median(images / t for t in timer.steps_s[measured])
+    fw_full = statistics.median(images / t for t in full_s[measured])
+    ref = statistics.median(images / t for t in timer.hand_s[measured])
+    per_image = flops / args.batch_size
+    return {
+        "model": args.model,
+        "img_size": args.img_size,
+        "batch_size": args.batch_size,
+        "steps_per_epoch": n_steps,
+        "epochs": epochs,
+        "warmup_epochs": 1 if epochs > 1 else 0,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "synthetic_on_device": args.synthetic_on_device,
+        "framework_img_s": round(fw, 1),
+        "framework_incl_epoch_end_img_s": round(fw_full, 1),
+        "hand_loop_img_s": round(ref, 1),
+        "ratio": round(fw / ref, 3),
+        "ratio_incl_epoch_end": round(fw_full / ref, 3),
+        "step_gflops": round(flops / 1e9, 2),
+        "framework_tflop_s": round(per_image * fw / 1e12, 3),
+        "hand_loop_tflop_s": round(per_image * ref / 1e12, 3),
+        "epoch_s": {
+            "framework_steps": [round(t, 3) for t in timer.steps_s],
+            "framework_incl_epoch_end": [round(t, 3) for t in full_s],
+            "hand_loop": [round(t, 3) for t in timer.hand_s],
+        },
+    }
+
+
+# ---- 2. linear probe: cached vs recomputed ---------------------------------------------------------
+def source_path(cfg) -> Path:  # noqa: ANN001
+    from transferlab.features import cache_key
+    from transferlab.source import source_config, source_key
+    from transferlab.train import cache_dir
+
+    return cache_dir(cfg) / "source" / f"{cfg.backbone.name}-{cache_key(source_key(source_config(cfg)))}.safetensors"
+
+
+def linear_probe(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from transferlab.results import read_result
+    from transferlab.train import train
+
+    base = ["experiment=digits_transfer", "strategy=linear_probe", f"trainer.max_epochs={args.lp_epochs}",
+            "trainer.enable_progress_bar=false", "logger=csv", "seed=0"]
+    if args.cache_dir:
+        base.append(f"paths.cache_dir={args.cache_dir}")
+    weights, source_s = "null", None
+    if args.lp_weights in ("auto", "source"):
+        cfg = compose(base)
+        path = source_path(cfg)
+        if path.is_file():
+            weights = str(path)
+        elif args.lp_weights == "source":
+            from transferlab.source import source_weights
+            from transferlab.train import cache_dir
+
+            start = time.perf_counter()
+            weights = str(source_weights(cfg, cache_dir(cfg)))
+            source_s = round(time.perf_counter() - start, 1)
+    # a fresh feature cache, so the first cached run is a miss; the weights file is named by path
+    common = base + [f"backbone.weights={weights}", f"paths.cache_dir={work / 'lp-cache'}"]
+
+    def one(name: str, cache: bool) -> dict[str, Any]:
+        cfg = compose(common + [f"strategy.cache_features={cache}"])
+        out = work / "lp" / name
+        start = time.perf_counter()
+        metrics = train(cfg, out_dir=out)
+        wall = time.perf_counter() - start
+        record = read_result(out) or {}
+        row = {"wall_s": round(wall, 2), "test_acc": round(metrics["test/acc"], 4), "train_time_s": record.get("train_time_s"),
+               "feature_time_s": record.get("feature_time_s"), "feature_cache_hit": record.get("feature_cache_hit")}
+        print(f"  linear probe {name}: {row}", flush=True)
+        return row
+
+    runs = {"cached_cold": one("cached_cold", True)}
+    warm = [one("cached_warm_0", True)]
+    runs["uncached"] = one("uncached", False)
+    warm += [one(f"cached_warm_{i}", True) for i in range(1, args.lp_repeats)]
+    warm_s = statistics.median(r["wall_s"] for r in warm)
+    cached_acc = warm[0]["test_acc"]
+    return {
+        "epochs": args.lp_epochs,
+        "weights": "source" if weights != "null" else "null",
+        "weights_path": None if weights == "null" else weights,
+        "source_training_s": source_s,
+        "cached_cold": runs["cached_cold"],
+        "cached_warm": warm,
+        "uncached": runs["uncached"],
+        "cached_warm_wall_s": warm_s,
+        "speedup_warm": round(runs["uncached"]["wall_s"] / warm_s, 1),
+        "speedup_cold": round(runs["uncached"]["wall_s"] / runs["cached_cold"]["wall_s"], 1),
+        "acc_cached": cached_acc,
+        "acc_uncached": runs["uncached"]["test_acc"],
+        "acc_diff_points": round(100 * abs(cached_acc - runs["uncached"]["test_acc"]), 2),
+    }
+
+
+# ---- 3. the default study -------------------------------------------------------------------------
+def study(work: Path) -> dict[str, Any]:
+    sweep = CONF / "sweep" / "strategy_x_fraction.yaml"
+    if not sweep.is_file():
+        return {"skipped": f"{sweep.relative_to(REPO)} does not exist in this checkout"}
+    cmd = [sys.executable, "-m", "transferlab.train", "-m", "experiment=digits_transfer", "sweep=strategy_x_fraction",
+           f"paths.runs_dir={work / 'study-runs'}", f"paths.cache_dir={work / 'study-cache'}", "trainer.enable_progress_bar=false"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    n_results = len(list((work / "study-runs").rglob("result.json")))
+    return {
+        "command": "transferlab-train -m experiment=digits_transfer sweep=strategy_x_fraction (fresh runs and cache folders)",
+        "returncode": proc.returncode,
+        "wall_s": round(wall, 1),
+        "runs": n_results,
+        "stderr_tail": proc.stderr[-2000:] if proc.returncode else "",
+    }
+
+
+# ---- report --------------------------------------------------------------------------------------
+def table(result: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str, str]] = []
+    tp = result.get("throughput")
+    if tp:
+        cond = f"{tp['model']} {tp['img_size']}px bs{tp['batch_size']} {tp['precision']}{' channels_last' if tp['channels_last'] else ''}"
+        ok = "yes" if tp["ratio"] >= TARGETS["throughput_ratio"] else "NO"
+        rows.append((f"fine-tune img/s ({cond})", f"{tp['framework_img_s']:.1f}", f"{tp['hand_loop_img_s']:.1f} hand loop",
+                     f"{tp['ratio']:.3f}", f">= {TARGETS['throughput_ratio']} {ok}"))
+        rows.append(("  incl. epoch end (last.ckpt write)", f"{tp['framework_incl_epoch_end_img_s']:.1f}",
+                     f"{tp['hand_loop_img_s']:.1f} hand loop", f"{tp['ratio_incl_epoch_end']:.3f}", ""))
+        rows.append((f"  TFLOP/s ({tp['step_gflops']:.1f} GFLOP/step fwd+bwd)", f"{tp['framework_tflop_s']:.3f}",
+                     f"{tp['hand_loop_tflop_s']:.3f} hand loop", "", ""))
+    lp = result.get("linear_probe")
+    if lp:
+        ok = "yes" if lp["speedup_warm"] >= TARGETS["lp_speedup"] else "NO"
+        rows.append((f"linear probe {lp['epochs']} ep wall s (weights={lp['weights']})", f"{lp['cached_warm_wall_s']:.2f} cached",
+                     f"{lp['uncached']['wall_s']:.2f} recomputed", f"{lp['speedup_warm']:.1f}x", f">= {TARGETS['lp_speedup']:.0f}x {ok}"))
+        rows.append(("  first run (cache miss: extraction incl.)", f"{lp['cached_cold']['wall_s']:.2f} cached",
+                     f"{lp['uncached']['wall_s']:.2f} recomputed", f"{lp['speedup_cold']:.1f}x", ""))
+        ok = "yes" if lp["acc_diff_points"] <= TARGETS["lp_acc_points"] else "NO"
+        rows.append(("  test accuracy", f"{lp['acc_cached']:.4f}", f"{lp['acc_uncached']:.4f}",
+                     f"{lp['acc_diff_points']:.2f} pt", f"<= {TARGETS['lp_acc_points']:.0f} pt {ok}"))
+    st = result.get("study")
+    if st is not None:
+        if "skipped" in st:
+            rows.append(("default study wall s", "skipped", st["skipped"], "", ""))
+        else:
+            ok = "yes" if st["returncode"] == 0 and st["wall_s"] <= TARGETS["study_s"] else "NO"
+            rows.append((f"default study wall s ({st['runs']} runs, rc {st['returncode']})", f"{st['wall_s']:.1f}", "", "",
+                         f"<= {TARGETS['study_s']:.0f} {ok}"))
+    header = ("benchmark", "transferlab", "reference", "ratio", "target")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *map(line, rows)])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--model", help="timm model (cpu: resnet18, cuda: resnet50)")
+    p.add_argument("--img-size", type=int, help="input side in pixels (cpu: 32, cuda: 224)")
+    p.add_argument("--batch-size", type=int, help="(cpu: 64, cuda: 256)")
+    p.add_argument("--steps", type=int, help="training steps per epoch (cpu: 20, cuda: 50)")
+    p.add_argument("--epochs", type=int, default=4, help="epochs of each loop; the first is warm-up (default 4)")
+    p.add_argument("--precision", help="Lightning precision for both loops (default: conf/trainer/<cpu|gpu>.yaml)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC for both loops (default: conf/trainer/<cpu|gpu>.yaml)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile both models")
+    p.add_argument("--synthetic-on-device", action=argparse.BooleanOptionalAction, default=None,
+                   help="batches pre-made on the device, so loading is not measured (default: on for cuda)")
+    p.add_argument("--lp-epochs", type=int, default=20)
+    p.add_argument("--lp-repeats", type=int, default=3, help="cached (warm) linear-probe runs; the median counts")
+    p.add_argument("--lp-weights", choices=("auto", "source", "null"), default="auto",
+                   help="auto: the source checkpoint when cached, else random init; source: train it if missing")
+    p.add_argument("--cache-dir", help="where the source checkpoint is looked for (default: paths.cache_dir)")
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-lp", action="store_true")
+    p.add_argument("--study", action="store_true", help="also time the default study (minutes)")
+    p.add_argument("--machine", help="results file name (default: cpu-<N>core or the GPU's name)")
+    p.add_argument("--out", help="results JSON path (default: benchmarks/results/<machine>.json)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary run folders")
+    args = p.parse_args(argv)
+    gpu = args.device == "cuda"
+    args.model = args.model or ("resnet50" if gpu else "resnet18")
+    args.img_size = args.img_size or (224 if gpu else 32)
+    args.batch_size = args.batch_size or (256 if gpu else 64)
+    args.steps = args.steps or (50 if gpu else 20)
+    trainer_cfg = compose([f"trainer={'gpu' if gpu else 'cpu'}"])
+    args.precision = args.precision or str(trainer_cfg.trainer.precision)
+    args.channels_last = bool(trainer_cfg.backbone.channels_last) if args.channels_last is None else args.channels_last
+    args.synthetic_on_device = gpu if args.synthetic_on_device is None else args.synthetic_on_device
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("benchmark: --device cuda but no GPU is visible")
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "command": " ".join(["python", "benchmarks/benchmark.py", *(argv if argv is not None else sys.argv[1:])]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "machine": machine_info(device),
+        "targets": TARGETS,
+    }
+    work = Path(tempfile.mkdtemp(prefix="transferlab-bench-"))
+    try:
+        if not args.skip_throughput:
+            print("throughput: framework vs hand-written loop …", flush=True)
+            result["throughput"] = throughput(args, device, work)
+        if not args.skip_lp:
+            print(f"linear probe: cached vs recomputed features, {args.lp_epochs} epochs …", flush=True)
+            result["linear_probe"] = linear_probe(args, work)
+        if args.study:
+            print("default study …", flush=True)
+            result["study"] = study(work)
+        else:
+            result["study"] = {"skipped": "not asked (--study)"}
+    finally:
+        if args.keep:
+            print(f"run folders kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    result["machine"]["load_avg_end"] = list(os.getloadavg())
+    result["duration_s"] = round(time.perf_counter() - started, 1)
+    out = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"{args.machine or machine_name(device)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(table(result))
+    print(f"\n{result['machine']['cpu']} ({result['machine']['cpu_count']} cores)"
+          + (f", {result['machine']['gpu']}" if "gpu" in result["machine"] else "")
+          + f", torch {result['machine']['torch']}; load average {result['machine']['load_avg_start'][0]:.1f} -> "
+          f"{result['machine']['load_avg_end'][0]:.1f}; {result['duration_s']:.0f} s; written to {out}")
+    return result
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)  # a table, not Lightning's banners
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    main()
