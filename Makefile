@@ -24,9 +24,14 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -q -m ''
 
+STUDY_RUNS := runs/digits_transfer/strategy_x_fraction
+
+# Trains the source model once (cached), runs the 45-run sweep into $(STUDY_RUNS) (re-running resumes it),
+# then regenerates the study's report in experiments/digits_transfer/ and logs it to W&B (offline by default).
 study: setup
 	$(BIN)/transferlab-train -m experiment=digits_transfer sweep=strategy_x_fraction
-	$(BIN)/transferlab-report runs/digits_transfer/strategy_x_fraction --out experiments/digits_transfer
+	$(BIN)/transferlab-report $(STUDY_RUNS) --out experiments/digits_transfer \
+		--wandb-project transferlab --wandb-group digits_transfer/strategy_x_fraction
 
 benchmark: setup
 	$(BIN)/python benchmarks/benchmark.py

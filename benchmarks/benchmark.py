@@ -169,11 +169,9 @@ class HandLoop:
             self.model = self.model.to(memory_format=torch.channels_last)
         if args.compile:
             self.model.compile()
-        from transferlab.model import fast_optimizer_kwargs
-
-        # the same optimizer as the framework's, fused kernels included
-        kwargs = fast_optimizer_kwargs("adamw", None, self.model.parameters(), args.precision)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay, **kwargs)
+        # the framework's optimizer: AdamW with fused kernels (TransferModule.configure_optimizers' rule)
+        fused = not args.precision.startswith("16")
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
         self.args, self.device = args, device
         self.scaler = torch.amp.GradScaler(device.type) if args.precision.startswith("16-mixed") else None
         self.loader = make_loader(args, device, num_classes, seed=1)
@@ -226,7 +224,8 @@ def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> di
     import pytorch_lightning as pl
     from transferlab.results import resolved
     from transferlab.tracking import build_logger
-    from transferlab.train import ParameterCounts, ResumeCheckpoint, build_run, make_trainer
+    from transferlab.checkpoints import BestWeights, LastCheckpoint
+    from transferlab.train import ParameterCounts, build_run, make_trainer
 
     epochs = args.epochs
     overrides = [
@@ -298,10 +297,13 @@ def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> di
 
     timer = Interleave()
     out_dir = work / "throughput"
-    # the run's resume checkpoint (last.ckpt every checkpoint_every_s); its best.ckpt needs validation, off here
-    checkpoint = ResumeCheckpoint(out_dir / "checkpoints" / "last.ckpt", every_s=float(cfg.checkpoint_every_s))
+    # the run's checkpoint callbacks: best weights (in memory, after validation: off here) and last.ckpt
+    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    checkpoint = LastCheckpoint(out_dir / "checkpoints", every_s=float(cfg.checkpoint_every_s))
+    best = BestWeights(cfg.monitor, cfg.monitor_mode)
     logger = build_logger(cfg.logger, out_dir, resolved(cfg), "benchmark", "benchmark", "finetune", [])
-    trainer = make_trainer(cfg, out_dir, [run.policy, checkpoint, ParameterCounts(), timer], logger, n_train=n_steps * args.batch_size)
+    trainer = make_trainer(cfg, out_dir, [run.policy, best, checkpoint, ParameterCounts(), timer], logger,
+                           n_train=n_steps * args.batch_size, checkpoints=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
         trainer.fit(run.module, train_dataloaders=loader)

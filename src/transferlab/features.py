@@ -55,6 +55,7 @@ def extract(
     device: str | torch.device = "cpu",
     channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    num_workers: int = 0,
 ) -> TensorDataset:
     """Pooled features of ``dataset`` from ``backbone`` in eval mode, with the labels.
 
@@ -68,7 +69,7 @@ def extract(
     feats, labels = [], []
     # a private generator: iterating a DataLoader draws a seed, which must not shift the run's global RNG
     # (cached and uncached runs of one seed then see the same data order and initialisation)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=torch.Generator())
     for x, y in loader:
         x = x.to(device)
         if channels_last and x.dim() == 4:

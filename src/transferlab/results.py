@@ -27,6 +27,7 @@ HASH_EXCLUDE: tuple[str, ...] = (
     "backbone.grad_checkpointing",
     "dataset.num_workers",
     "dataset.pin_memory",
+    "dataset.persistent_workers",
 )
 
 #: environment variable names whose values must never be logged

@@ -37,7 +37,8 @@ def source_config(cfg: DictConfig) -> DictConfig:
         keep_checkpoints=False,
     )
     plain["backbone"] = {**plain["backbone"], "weights": None}
-    plain["trainer"] = {**plain["trainer"], "max_epochs": int(src.max_epochs)}
+    # one process, one device: a DDP target run must not launch a DDP source run inside each rank
+    plain["trainer"] = {**plain["trainer"], "max_epochs": int(src.max_epochs), "devices": 1, "num_nodes": 1, "strategy": "auto"}
     plain.pop("source", None)
     return OmegaConf.create(plain)
 

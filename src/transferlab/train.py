@@ -11,6 +11,7 @@ import socket
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,19 +23,35 @@ import pytorch_lightning as pl
 import timm
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback
 
 from transferlab import __version__
+from transferlab.checkpoints import BEST, LAST, BestWeights, LastCheckpoint
 from transferlab.backbone import check_model_name, data_config
-from transferlab.data import ImageDataModule, SplitsDataModule, TensorDataModule, build_transform, load_splits, subsample
+from transferlab.data import (
+    ImageDataModule,
+    SplitsDataModule,
+    TensorDataModule,
+    build_transform,
+    loader_settings,
+    load_splits,
+    subsample,
+    train_selection,
+)
 from transferlab.errors import ConfigError, TransferlabError, WeightsError
 from transferlab.features import cached_features, state_digest
 from transferlab.model import TransferModule
 from transferlab.results import RESULT_FILE, config_hash, is_completed, read_result, resolved, write_json_atomic
 from transferlab.strategies import FreezePolicy, build_policy
-from transferlab.tracking import build_logger, wandb_summary
+from transferlab.tracking import build_logger, finish_wandb, wandb_info, wandb_summary
 
 log = logging.getLogger("transferlab")
+
+#: the run's exact training examples (indices into the training split, file paths), beside result.json
+TRAIN_INDICES_FILE = "train_indices.json"
+
+# Frozen blocks are in eval mode on purpose (their BatchNorm statistics must not move).
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 @dataclass
@@ -46,6 +63,7 @@ class Run:
     policy: FreezePolicy
     weights: str | None
     n_train: int
+    selection: dict[str, Any] | None = None  # the exact training examples (train_indices.json)
     features_cached: bool = False
     feature_cache_hit: bool = False
     feature_time_s: float = 0.0
@@ -104,16 +122,25 @@ def build_run(cfg: DictConfig) -> Run:
     """
     policy = build_policy(OmegaConf.to_container(cfg.strategy, resolve=True))  # type: ignore[arg-type]
     check_model_name(cfg.backbone.name)
-    splits = load_splits(OmegaConf.to_container(cfg.dataset, resolve=True))  # type: ignore[arg-type]
+    dataset_cfg = _plain(cfg.dataset)
+    splits = load_splits(dataset_cfg)
     train_indices = subsample(
         splits.train.labels, cfg.dataset.get("fraction"), cfg.dataset.get("per_class"), cfg.dataset.split_seed, splits.class_names
     )
     use_cache = policy.frozen_backbone and bool(cfg.strategy.get("cache_features", False))
+    augment, mixup = _plain(cfg.dataset.get("augment")), _plain(cfg.dataset.get("mixup"))
+    if use_cache and (augment or mixup):
+        warnings.warn(
+            f"dataset.augment / dataset.mixup are ignored: strategy {cfg.strategy.name} trains on cached features, "
+            "computed once without augmentation. Set strategy.cache_features=false to augment.",
+            stacklevel=2,
+        )
+        augment, mixup = {}, {}
     weights = resolve_weights(cfg, policy)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = TransferModule(
         backbone=cfg.backbone.name,
-        num_classes=int(cfg.dataset.num_classes),
+        num_classes=len(splits.class_names),  # = dataset.num_classes, checked by load_splits (null: from the data)
         in_chans=int(cfg.backbone.in_chans),
         input_size=cfg.dataset.get("input_size"),
         pool=cfg.head.get("pool"),
@@ -135,21 +162,21 @@ def build_run(cfg: DictConfig) -> Run:
         compile=bool(cfg.backbone.get("compile", False)) and not use_cache,  # cached: the backbone runs once
         grad_checkpointing=bool(cfg.backbone.get("grad_checkpointing", False)),
         backbone_kwargs=_plain(cfg.backbone.get("kwargs")),
+        mixup=mixup or None,
     )
     preprocess = data_config(module.backbone, cfg.dataset.get("input_size"), cfg.dataset.get("crop_pct"))
     in_chans = int(cfg.backbone.in_chans)
     eval_tf = build_transform(preprocess, in_chans, training=False)
-    augment = _plain(cfg.dataset.get("augment"))
     train_tf = build_transform(preprocess, in_chans, training=True, **augment) if augment else eval_tf
+    preload = bool(cfg.dataset.get("preload", True))
+    workers = {k: cfg.dataset.get(k, "auto") for k in ("num_workers", "pin_memory", "persistent_workers")}
+    cuda = _device(cfg).type == "cuda"
     loader_kwargs = dict(
-        batch_size=int(cfg.dataset.batch_size),
-        num_workers=int(cfg.dataset.get("num_workers", 0)),
-        pin_memory=bool(cfg.dataset.get("pin_memory", False)),
+        batch_size=int(cfg.dataset.batch_size), **loader_settings(**workers, decode_on_the_fly=not preload or bool(augment), cuda=cuda)
     )
-    datamodule: SplitsDataModule = ImageDataModule(
-        splits, train_tf, eval_tf, train_indices, preload=bool(cfg.dataset.get("preload", True)), **loader_kwargs
-    )
-    run = Run(module, datamodule, policy, weights, n_train=len(train_indices), features_cached=use_cache)
+    datamodule: SplitsDataModule = ImageDataModule(splits, train_tf, eval_tf, train_indices, preload=preload, **loader_kwargs)
+    selection = train_selection(splits, train_indices, dataset_cfg)
+    run = Run(module, datamodule, policy, weights, n_train=len(train_indices), selection=selection, features_cached=use_cache)
     if use_cache:
         start = time.perf_counter()
         extract = {"channels_last": module.hparams.channels_last, "autocast_dtype": autocast_dtype(cfg.trainer.get("precision"))}
@@ -163,14 +190,25 @@ def build_run(cfg: DictConfig) -> Run:
             "timm": timm.__version__,
             "preprocess": preprocess,
             "extract": extract,
-            "dataset": {k: v for k, v in resolved(cfg.dataset).items() if k not in ("fraction", "per_class", "batch_size", "num_workers", "pin_memory", "preload", "augment")},
+            "dataset": {k: v for k, v in resolved(cfg.dataset).items() if k not in _NOT_FEATURES},
         }
+        if splits.file_backed:  # files can change under the same config: key on them too
+            key["files"] = selection["data_fingerprint"]
         features, hit = cached_features(
-            module.backbone, datamodule.eval_datasets(), cache_dir(cfg) / "features", key, device=_device(cfg), **extract
+            module.backbone, datamodule.eval_datasets(), cache_dir(cfg) / "features", key, device=_device(cfg),
+            num_workers=loader_kwargs["num_workers"] if splits.file_backed else 0, **extract,
         )
-        run.datamodule = TensorDataModule(features, train_indices, **loader_kwargs)
+        tensors = loader_settings(**workers, decode_on_the_fly=False, cuda=cuda)
+        run.datamodule = TensorDataModule(features, train_indices, batch_size=int(cfg.dataset.batch_size), **tensors)
         run.feature_cache_hit, run.feature_time_s = hit, time.perf_counter() - start
     return run
+
+
+#: dataset keys that do not change the cached features
+_NOT_FEATURES = (
+    "fraction", "per_class", "batch_size", "num_workers", "pin_memory", "persistent_workers", "augment", "mixup",
+    "on_bad_file", "verify", "download", "preload",
+)
 
 
 class ParameterCounts(Callback):
@@ -185,39 +223,16 @@ class ParameterCounts(Callback):
             logger.log_metrics({"params/trainable": self.at_start[0], "params/total": self.at_start[1]}, step=0)
 
 
-class ResumeCheckpoint(Callback):
-    """Writes ``last.ckpt``, the full training state to resume from, at the end of an epoch once
-    ``every_s`` seconds have passed since the previous write (0: every epoch), and at the end with
-    ``at_end``. A resnet18 checkpoint with AdamW state is ~135 MB: written every epoch, it cost more than
-    the epoch's training on small training sets. A run interrupted loses at most ``every_s`` seconds."""
-
-    def __init__(self, path: Path, every_s: float = 0.0, at_end: bool = False) -> None:
-        self.path, self.every_s, self.at_end = Path(path), float(every_s), at_end
-        self._since = time.monotonic()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # after this epoch's validation, so the best-checkpoint state saved with it is current;
-        # rank 0's clock decides, so all ranks save together
-        final = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        due = trainer.strategy.broadcast(time.monotonic() - self._since >= self.every_s)
-        if due and not final:  # after the final epoch the run completes: nothing to resume
-            self._save(trainer)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.at_end:
-            self._save(trainer)
-
-    def _save(self, trainer: pl.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
-        self._since = time.monotonic()
-
-
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16-mixed pays off."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX flags), where bf16-mixed pays off.
+
+    False where /proc/cpuinfo is missing. (No torch.backends.mkldnn here: a non-module object in
+    sys.modules, it breaks cloudpickle of this module run as __main__ by submitit.)
+    """
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
@@ -227,7 +242,7 @@ def make_trainer(
     """A Lightning Trainer from ``cfg.trainer`` (its own argument names).
 
     With ``min_train_steps`` a small training set gets more epochs, so every size gets at least that
-    many optimizer steps.
+    many optimizer steps; ``max_validations`` then spaces validation out (every k-th epoch).
     """
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
@@ -235,6 +250,9 @@ def make_trainer(
     if min_steps > 0 and kwargs.get("max_epochs"):
         steps_per_epoch = math.ceil(n_train / int(cfg.dataset.batch_size))
         kwargs["max_epochs"] = max(int(kwargs["max_epochs"]), math.ceil(min_steps / steps_per_epoch))
+    max_validations = cfg.get("max_validations")
+    if max_validations and kwargs.get("max_epochs") and "check_val_every_n_epoch" not in kwargs:
+        kwargs["check_val_every_n_epoch"] = max(1, math.ceil(int(kwargs["max_epochs"]) / int(max_validations)))
     kwargs.setdefault("enable_checkpointing", checkpoints)
     if str(kwargs.get("accelerator")) == "cpu" and str(kwargs.get("precision", "")).startswith("bf16") and not cpu_has_bf16():
         log.warning(
@@ -256,9 +274,10 @@ def fit_source(src_cfg: DictConfig, weights_path: Path, work_dir: Path) -> dict[
     from safetensors.torch import save_file
 
     run = build_run(src_cfg)
-    last = work_dir / "checkpoints" / "last.ckpt"
-    ckpt = ResumeCheckpoint(last, every_s=float(src_cfg.get("checkpoint_every_s") or 0))  # the final weights are kept, not the best
-    trainer = make_trainer(src_cfg, work_dir, [run.policy, ckpt], logger=None, n_train=run.n_train)
+    (work_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    last_ckpt = LastCheckpoint(work_dir / "checkpoints", every_s=float(src_cfg.get("checkpoint_every_s") or 0))
+    trainer = make_trainer(src_cfg, work_dir, [run.policy, last_ckpt], logger=None, n_train=run.n_train, checkpoints=False)
+    last = work_dir / "checkpoints" / LAST
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if last.is_file() else None)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     state = {k: v.detach().cpu().contiguous() for k, v in run.module.backbone.state_dict().items()}
@@ -359,30 +378,44 @@ def _train(cfg: DictConfig, out_dir: Path, record: dict[str, Any]) -> dict[str, 
         write_json_atomic(state_file, {"config_hash": record["config_hash"]})
     run = build_run(cfg)
     record.update(n_train=run.n_train, features_cached=run.features_cached, feature_cache_hit=run.feature_cache_hit)
+    if _rank() == 0 and run.selection is not None:
+        write_json_atomic(out_dir / TRAIN_INDICES_FILE, run.selection)
     tags = [f"strategy:{record['strategy']}", f"fraction:{record['fraction']}", f"backbone:{record['backbone']}", f"dataset:{record['dataset']}"]
     group = f"{cfg.experiment_name}/{cfg.get('sweep_name') or 'single'}"
     size = f"f{record['fraction']}" if record["fraction"] is not None else f"pc{record['per_class']}"
     run_name = f"{record['strategy']}-{size}-s{record['seed']}"
     logger = build_logger(cfg.logger, out_dir, resolved(cfg), run_name, group, record["strategy"], tags) if _rank() == 0 else None
-    # best.ckpt is only ever tested: weights alone; resuming uses last.ckpt (ResumeCheckpoint)
-    checkpoint = ModelCheckpoint(
-        dirpath=str(ckpt_dir), filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode, save_top_k=1, save_weights_only=True
-    )
-    resume = ResumeCheckpoint(
-        ckpt_dir / "last.ckpt", every_s=float(cfg.get("checkpoint_every_s") or 0), at_end=bool(cfg.get("keep_checkpoints", False))
-    )
+    record["wandb"] = wandb_info(logger)
+    try:
+        return _fit_and_test(cfg, out_dir, record, run, logger)
+    except BaseException:
+        finish_wandb(logger, exit_code=1)  # never left active: the next job of a multirun gets its own W&B run
+        raise
+
+
+def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: Run, logger: Any) -> dict[str, float]:
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    best = BestWeights(cfg.monitor, cfg.monitor_mode)
+    last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0))
     counts = ParameterCounts()
-    trainer = make_trainer(cfg, out_dir, [run.policy, checkpoint, resume, counts], logger, n_train=run.n_train)
-    last = ckpt_dir / "last.ckpt"
+    trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, counts], logger, n_train=run.n_train, checkpoints=False)
+    last = ckpt_dir / LAST
+    resume = str(last) if last.is_file() else None
+    if resume:
+        log.info("resuming from %s", resume)
+    record["resumed_from"] = resume
     start = time.perf_counter()
     with intra_op_threads(1 if run.features_cached else None):
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if last.is_file() else None)
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume)
         train_time = time.perf_counter() - start + run.feature_time_s
-        best = checkpoint.best_model_path or None
-        tested = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best if best else None, verbose=False)
+        best.restore(run.module)  # test the weights of the best validation epoch
+        tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
     metrics = {k: float(v) for k, v in tested[0].items()}
-    if checkpoint.best_model_score is not None:
-        metrics[f"{cfg.monitor}_best"] = float(checkpoint.best_model_score)
+    if best.best_score is not None:
+        metrics[f"{cfg.monitor}_best"] = best.best_score
+    if cfg.get("keep_checkpoints", False) and trainer.is_global_zero:
+        torch.save(run.module.state_dict(), ckpt_dir / BEST)
     trainable, total = run.module.parameter_counts()
     record.update(
         status="completed",

@@ -1,0 +1,143 @@
+"""End-to-end runs through train(cfg) and the transferlab-train CLI; clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from conftest import ROOT, make_cfg
+from transferlab.errors import ConfigError, TransferlabError, WeightsError
+from transferlab.train import train
+
+
+def _result(out: Path) -> dict:
+    return json.loads((out / "result.json").read_text())
+
+
+def test_linear_probe_on_source_weights_trains_only_the_head(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, "strategy=linear_probe", "backbone.name=test_resnet", "backbone.weights=source", "trainer.max_epochs=3")
+    out = tmp_path / "run"
+    metrics = train(cfg, out)
+    record = _result(out)
+    assert record["status"] == "completed"
+    head_params = 96 * 10 + 10  # test_resnet has 96 features; digits has 10 classes
+    assert record["trainable_params"] == head_params
+    assert record["total_params"] > 100 * head_params
+    assert record["weights"] == "source" and Path(record["weights_path"]).is_file()
+    assert record["features_cached"] is True
+    for key in ("test/acc", "test/f1_macro", "val/acc_best"):
+        assert 0.0 <= record["metrics"][key] <= 1.0
+    assert record["metrics"]["test/acc"] == metrics["test/acc"]
+    assert record["n_train"] == 1259  # digits: 1,797 images, 70 % train at the default split
+    # the source checkpoint is cached: a second experiment run reuses the same file
+    cfg2 = make_cfg(tmp_path, "strategy=finetune", "backbone.name=test_resnet", "backbone.weights=source", "dataset.fraction=0.05")
+    train(cfg2, tmp_path / "run2")
+    assert _result(tmp_path / "run2")["weights_path"] == record["weights_path"]
+    assert len(list((tmp_path / "cache" / "source").glob("*.safetensors"))) == 1
+
+
+def test_completed_run_is_skipped_and_never_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = make_cfg(tmp_path, "backbone.name=test_resnet", "backbone.weights=null", "dataset.fraction=0.1")
+    train(cfg, out)
+    first = (out / "result.json").read_text()
+    train(cfg, out)  # same config: skipped
+    assert (out / "result.json").read_text() == first
+    other = make_cfg(tmp_path, "backbone.name=test_resnet", "backbone.weights=null", "dataset.fraction=0.2")
+    with pytest.raises(ConfigError, match="completed run of another config"):
+        train(other, out)
+    assert (out / "result.json").read_text() == first
+
+
+def test_failed_run_writes_a_failed_record(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = make_cfg(tmp_path, "backbone.name=test_resnet", "backbone.weights=null", "strategy=finetune", "strategy.unfreeze_top_k=99")
+    with pytest.raises(ConfigError, match=r"unfreeze_top_k=99, but this backbone has 5 blocks.*0\.\.5"):
+        train(cfg, out)
+    record = _result(out)
+    assert record["status"] == "failed" and "unfreeze_top_k" in record["error"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "pattern"),
+    [
+        (["backbone.name=resnet1"], ConfigError, r"not a timm model\. Did you mean: .*resnet18"),
+        (["backbone.name=vit_smal_patch16_224"], ConfigError, r"Did you mean: vit_small_patch16_224"),
+        (["dataset.fraction=0"], ConfigError, r"dataset.fraction=0.* must be in \(0, 1\]"),
+        (["dataset.fraction=1.5"], ConfigError, r"dataset.fraction=1.5 must be in \(0, 1\]"),
+        (["dataset.fraction=0.001"], TransferlabError, r"leaves class '0' .* with no example"),
+        (["strategy=finetune", "strategy.unfreeze_top_k=6"], ConfigError, r"unfreeze_top_k=6, but this backbone has 5 blocks"),
+        (["backbone.weights=/no/such/file.safetensors"], WeightsError, r"file not found.*\.safetensors or \.pth"),
+        (["strategy=nonsense"], Exception, r"nonsense"),
+        (["head.activation=swishy"], ConfigError, r"head.activation='swishy' is unknown"),
+        (["trainer.max_epochz=3"], Exception, r"max_epochz"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(tmp_path: Path, overrides: list[str], error: type, pattern: str) -> None:
+    base = ["backbone.name=test_resnet", "backbone.weights=null"]
+    try:
+        cfg = make_cfg(tmp_path, *base, *overrides)
+    except Exception as err:  # Hydra itself rejects some overrides (unknown group option or key)
+        assert error is Exception, f"compose failed unexpectedly: {err}"
+        assert re.search(pattern, str(err)), str(err)
+        return
+    with pytest.raises(error, match=pattern):
+        train(cfg, tmp_path / "run")
+    record = _result(tmp_path / "run") if (tmp_path / "run" / "result.json").exists() else None
+    assert record is None or record["status"] == "failed"
+
+
+def test_weights_file_that_does_not_fit_lists_the_keys(tmp_path: Path) -> None:
+    other = timm.create_model("test_vit", num_classes=0)
+    path = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(path))
+    cfg = make_cfg(tmp_path, "backbone.name=test_resnet", f"backbone.weights={path}")
+    with pytest.raises(WeightsError, match=r"does not fit backbone ResNet: \d+ missing keys \['conv1"):
+        train(cfg, tmp_path / "run")
+
+
+def test_weights_file_with_classifier_is_loaded_into_the_headless_backbone(tmp_path: Path) -> None:
+    source = timm.create_model("test_resnet", num_classes=1000)
+    path = tmp_path / "w.pth"
+    torch.save(source.state_dict(), path)
+    cfg = make_cfg(tmp_path, "backbone.name=test_resnet", f"backbone.weights={path}", "strategy=linear_probe")
+    from transferlab.train import build_run
+
+    module = build_run(cfg).module
+    assert torch.equal(module.backbone.conv1[0].weight, source.conv1[0].weight)
+    assert module.head[-1].out_features == 10
+
+
+def test_hub_weights_offline_fail_fast_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = make_cfg(tmp_path, "backbone.name=resnet18", "backbone.weights=hub")
+    with pytest.raises(WeightsError, match=r"weights=hub.*backbone.weights=null.*source"):
+        train(cfg, tmp_path / "run")
+
+
+def test_cli_runs_and_writes_result_in_the_hydra_folder(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TRANSFERLAB_RUNS": str(tmp_path / "runs"),
+           "TRANSFERLAB_CACHE": str(tmp_path / "cache")}
+    args = ["backbone.name=test_resnet", "backbone.weights=null", "strategy=scratch", "trainer.max_epochs=1",
+            "dataset.fraction=0.1", "logger=csv", "trainer.enable_progress_bar=false"]
+    proc = subprocess.run([sys.executable, "-m", "transferlab.train", *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "transferlab: done: test/acc=" in proc.stdout
+    results = list((tmp_path / "runs" / "default" / "single").glob("*/result.json"))
+    assert len(results) == 1 and json.loads(results[0].read_text())["strategy"] == "scratch"
+    assert (results[0].parent / "csv" / "metrics.csv").is_file()
+    bad = subprocess.run([sys.executable, "-m", "transferlab.train", "backbone.name=resnet1", "logger=none"], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert "transferlab: error: backbone.name='resnet1' is not a timm model" in bad.stderr
+    assert "Traceback" not in bad.stderr
