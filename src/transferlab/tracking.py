@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ def _wandb_logger(
     from pytorch_lightning.loggers import WandbLogger
 
     id_file = out_dir / "wandb_id.txt"
-    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]  # wandb.util.generate_id is gone
     id_file.parent.mkdir(parents=True, exist_ok=True)
     id_file.write_text(run_id)
     mode = wandb_mode(cfg.get("mode"))
