@@ -169,6 +169,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(uninterrupted: Path, tmp
         pytest.param(["strategy=linear_probe"], id="linear_probe", marks=pytest.mark.slow),
         pytest.param(["strategy=finetune", "strategy.unfreeze_top_k=2"], id="finetune", marks=pytest.mark.slow),
         pytest.param(["strategy=gradual", "strategy.milestones=[1]"], id="gradual"),
+        pytest.param(["strategy=lp_ft", "strategy.lp_epochs=1"], id="lp_ft", marks=pytest.mark.slow),
+        pytest.param(["strategy=scratch"], id="scratch", marks=pytest.mark.slow),
     ],
 )
 def test_ddp_on_two_cpu_processes(tmp_path: Path, strategy: list[str]) -> None:
@@ -183,11 +185,25 @@ def test_ddp_on_two_cpu_processes(tmp_path: Path, strategy: list[str]) -> None:
     assert record["status"] == "completed" and record["world_size"] == 2
     # every parameter is bit-identical on both ranks after training (checked in the run, across processes)
     assert record["ranks_in_sync"] is True
-    assert record["ddp_mask_mode"] is (strategy[0] == "strategy=gradual")
-    assert 0 < record["trainable_params"] < record["total_params"]  # from the policy, not requires_grad
+    assert record["ddp_mask_mode"] is (strategy[0] in ("strategy=gradual", "strategy=lp_ft"))
+    if strategy[0] != "strategy=scratch":  # counts come from the policy (mask mode: requires_grad is True everywhere)
+        assert 0 < record["trainable_params_start"] < record["total_params"]
     assert (out / "train_ddp_process_1.log").exists(), "rank 1 should run in the same Hydra output folder"
     assert len(list(tmp_path.rglob("result.json"))) == 1
     assert not (out / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_ddp_nan_loss_stops_every_rank_with_a_failed_record(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = _cli_args(tmp_path, out, "trainer=ddp_cpu", "backbone.name=test_resnet", "backbone.weights=null",
+                     "strategy=scratch", "optimizer=sgd", "optimizer.lr=1e6", "dataset.fraction=0.2", "dataset.batch_size=16")
+    proc = subprocess.run([sys.executable, "-m", "transferlab.train", *args], env=_env(tmp_path), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "transferlab: error: training loss is" in proc.stderr and "Traceback" not in proc.stderr
+    record = _result(out)
+    assert record["status"] == "failed" and record["error"].startswith("TrainingDiverged: training loss")
 
 
 def test_mask_mode_keeps_frozen_parameters_out_of_the_optimizer() -> None:

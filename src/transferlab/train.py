@@ -432,7 +432,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except TransferlabError as err:
-        print(f"transferlab: error: {err}", file=sys.stderr)
+        rank = f"[rank {_rank()}] " if _rank() else ""
+        print(f"transferlab: error: {rank}{err}", file=sys.stderr)
         if _is_multirun():
             return float("nan")  # this job failed (its result.json says so); the sweep goes on
         raise SystemExit(2) from None
