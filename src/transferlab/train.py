@@ -401,18 +401,26 @@ def config_dir() -> str:
 
 
 def redact_hydra_files() -> None:
-    """Hydra saved the config and the command-line overrides in ``.hydra/``: mask secrets in them."""
+    """Hydra saved the config and the command-line overrides in ``.hydra/`` (and a multirun's in
+    ``multirun.yaml``): mask secrets in them."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized() or not HydraConfig.get().output_subdir:
+    if not HydraConfig.initialized():
         return
-    folder = Path(HydraConfig.get().runtime.output_dir) / str(HydraConfig.get().output_subdir)
-    for path in folder.glob("*.yaml"):
+    hydra_cfg = HydraConfig.get()
+    paths = []
+    if hydra_cfg.output_subdir:
+        paths += sorted((Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir)).glob("*.yaml"))
+    if _is_multirun():
+        paths.append(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+    for path in paths:
         try:
             text = path.read_text()
             clean = redact_text(text)
-            if clean != text:
-                path.write_text(clean)
+            if clean != text:  # through a temporary file: parallel jobs may rewrite multirun.yaml at once
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_text(clean)
+                os.replace(tmp, path)
         except OSError as err:
             log.warning("could not check %s for secrets: %s", path, err)
 
