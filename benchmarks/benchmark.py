@@ -302,7 +302,7 @@ def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> di
     checkpoint = LastCheckpoint(out_dir / "checkpoints", every_s=float(cfg.checkpoint_every_s))
     best = BestWeights(cfg.monitor, cfg.monitor_mode)
     logger = build_logger(cfg.logger, out_dir, resolved(cfg), "benchmark", "benchmark", "finetune", [])
-    trainer = make_trainer(cfg, out_dir, [run.policy, best, checkpoint, ParameterCounts(), timer], logger,
+    trainer = make_trainer(cfg, out_dir, [run.policy, best, checkpoint, ParameterCounts(run.policy), timer], logger,
                            n_train=n_steps * args.batch_size, checkpoints=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")

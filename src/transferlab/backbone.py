@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,12 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
             f"{len(mismatched)} shape mismatches {mismatched[:5]}. "
             "Fix: use weights saved from the same backbone.name (and backbone.in_chans)."
         )
+    not_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not_finite:
+        raise WeightsError(
+            f"{path} holds NaN or infinite values in {len(not_finite)} tensors {not_finite[:5]}: the training "
+            "that wrote it diverged. Fix: use weights from a run that ended with a finite loss."
+        )
     model.load_state_dict(state)
 
 
@@ -143,8 +150,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the fix
         raise WeightsError(
-            f"cannot read weights from {path}: {err}. Fix: give a .safetensors file, or a .pth holding a "
-            "plain state dict of tensors (pickled objects are not loaded, for safety)."
+            f"cannot read weights from {path}: {describe_load_error(err)}. Fix: give a .safetensors file, or a .pth "
+            "holding a plain state dict of tensors (pickled objects are not loaded, for safety)."
         ) from err
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -152,6 +159,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict of tensors.")
     return {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+
+
+def describe_load_error(err: Exception) -> str:
+    """One line on why ``torch.load(weights_only=True)`` or safetensors refused a file."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    found = re.search(r"Unsupported global: GLOBAL [\w.]+", str(err))
+    if found:
+        return f"it holds pickled Python objects, which are never loaded as they could run code ({found.group(0)})"
+    if "Weights only load failed" in str(err):
+        return "it is damaged or not a file of tensors (torch.load with weights_only=True refused it)"
+    return f"it is damaged or not a weights file ({type(err).__name__}: {lines[0][:200] if lines else ''})"
 
 
 def _is_classifier_key(model: nn.Module, key: str) -> bool:

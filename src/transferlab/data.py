@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from transferlab.errors import ConfigError, DataError
+from transferlab.reproducible import EpochSampler, next_epoch
 
 Transform = Callable[[Image.Image], torch.Tensor]
 
@@ -447,26 +448,34 @@ def materialize(dataset: Dataset) -> TensorDataset:
 
 
 class SplitsDataModule(pl.LightningDataModule):
-    """Loaders over three ready datasets (train, val, test)."""
+    """Loaders over three ready datasets (train, val, test).
+
+    The training order depends only on (``seed``, epoch): see ``transferlab.reproducible.EpochSampler``.
+    """
 
     def __init__(
-        self, batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = False
+        self, batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.seed = seed
+        self.start_epoch = 0  # the epoch training (re)starts at: restored from a checkpoint on resume
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         assert dataset is not None, "setup() must run first"
+        sampler = EpochSampler(dataset, self.seed, self.start_epoch) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            generator=sampler.generator if sampler is not None else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -475,6 +484,14 @@ class SplitsDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        # Lightning may create the first training iterator (and, with worker processes, draw its indices)
+        # before it calls set_epoch on a resumed run: the sampler must start at the right epoch itself
+        return {"next_epoch": next_epoch(self.trainer)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.start_epoch = int(state_dict.get("next_epoch", 0))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

@@ -68,6 +68,10 @@ class TransferModule(pl.LightningModule):
         self.save_hyperparameters()
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer.name={optimizer!r} is unknown; choose one of {sorted(OPTIMIZERS)}.")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"optimizer.lr={lr} must be a positive number (e.g. 0.001).")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ConfigError(f"optimizer.weight_decay={weight_decay} must be ≥ 0 (e.g. 0.01, or 0 for none).")
         if scheduler not in ("cosine", "constant"):
             raise ConfigError(f"optimizer.scheduler={scheduler!r} is unknown; choose cosine or constant.")
         if not 0 < backbone_lr_scale <= 1e3:
@@ -159,9 +163,16 @@ class TransferModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train", batch_idx)
         # on an accelerator the check syncs host and device; every few steps is enough (NaN persists)
-        if (loss.device.type == "cpu" or batch_idx % 16 == 0) and not torch.isfinite(loss):
+        if loss.device.type != "cpu" and batch_idx % 16 != 0:
+            return loss
+        finite = bool(torch.isfinite(loss.detach()))
+        if self.trainer.world_size > 1:  # every rank stops together (one rank alone would hang the others)
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            value = loss.item()
+            where = f"is {value}" if not math.isfinite(value) else "is NaN or infinite on another DDP rank"
             raise TrainingDiverged(
-                f"training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}. "
+                f"training loss {where} at epoch {self.current_epoch}, step {self.global_step}. "
                 "Fix: lower optimizer.lr, use trainer.precision=32-true, or set trainer.gradient_clip_val."
             )
         return loss

@@ -5,6 +5,12 @@ backbone's blocks (timm ``group_matcher`` stages, counted from the top) train at
 The head always trains. Frozen blocks get ``requires_grad=False`` and their modules are kept in
 eval mode (BatchNorm statistics do not move). The optimizer holds every parameter from the start,
 so nothing is added mid-training; the policy's state is saved in checkpoints and restored on resume.
+
+Under DDP (world size > 1) a policy whose schedule changes over epochs (``static = False``: gradual,
+lp_ft) runs in *mask mode*: torch DDP only all-reduces parameters that required grad when it wrapped
+the model, so every parameter keeps ``requires_grad=True`` from the start and the schedule-frozen ones
+get ``grad = None`` before each optimizer step (no update, no weight decay, no optimizer state).
+Static policies keep ``requires_grad=False``: DDP never sees their frozen parameters.
 """
 
 from __future__ import annotations
@@ -28,9 +34,15 @@ class FreezePolicy(pl.Callback):
     pretrained: ClassVar[bool] = True
     #: whether the backbone is frozen for the whole run (so its features can be cached)
     frozen_backbone: ClassVar[bool] = False
+    #: whether what trains stays the same for the whole run (False: the schedule changes over epochs)
+    static: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.n_trainable_blocks: int | None = None
+        #: names of the parameters that train now (the head's and the unfrozen blocks')
+        self.trainable: set[str] = set()
+        #: DDP with a changing schedule: all parameters require grad, frozen ones are masked (see module doc)
+        self.mask_mode = False
         self._frozen_modules: list[nn.Module] = []
 
     def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
@@ -44,13 +56,21 @@ class FreezePolicy(pl.Callback):
         """Set ``requires_grad`` and module modes for ``epoch``."""
         blocks: list[list[str]] = module.blocks
         k = min(len(blocks), max(0, self.trainable_top_blocks(epoch, len(blocks))))
-        trainable = {name for block in blocks[len(blocks) - k :] for name in block}
+        top = {name for block in blocks[len(blocks) - k :] for name in block}
+        self.trainable = {name for name, _ in module.named_parameters() if not name.startswith("backbone.") or name in top}
         for name, param in module.named_parameters():
-            param.requires_grad_(not name.startswith("backbone.") or name in trainable)
+            param.requires_grad_(self.mask_mode or name in self.trainable)
         self.n_trainable_blocks = k
-        self._frozen_modules = _maximal_frozen_modules(module.backbone)
+        self._frozen_modules = _maximal_frozen_modules(module.backbone, "backbone", self.trainable)
         if module.training:
             self.set_frozen_eval()
+
+    def parameter_counts(self, module: nn.Module) -> tuple[int, int]:
+        """(trainable, total) parameters as the policy decides (not ``requires_grad``: see mask mode)."""
+        if not self.trainable:
+            return sum(p.numel() for p in module.parameters() if p.requires_grad), sum(p.numel() for p in module.parameters())
+        named = dict(module.named_parameters())
+        return sum(p.numel() for n, p in named.items() if n in self.trainable), sum(p.numel() for p in named.values())
 
     def set_frozen_eval(self) -> None:
         """Put every fully frozen backbone module in eval mode (BatchNorm stats and dropout fixed)."""
@@ -61,17 +81,20 @@ class FreezePolicy(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             self.validate(len(pl_module.blocks))
+            self.mask_mode = trainer.world_size > 1 and not self.static
             # before the optimizer and DDP are set up, so both see the frozen state of epoch 0
             self.apply(pl_module, epoch=0)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.apply(pl_module, trainer.current_epoch)  # the restored epoch after a resume
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the restored epoch after a resume (Lightning restores its loops after on_fit_start), so the
+        # counts logged at the start of a resumed run are the resumed epoch's
+        self.apply(pl_module, trainer.current_epoch)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         before = self.n_trainable_blocks
         self.apply(pl_module, trainer.current_epoch)
         if before is not None and before != self.n_trainable_blocks:
-            trainable, _ = pl_module.parameter_counts()
+            trainable, _ = self.parameter_counts(pl_module)
             pl_module.print(
                 f"[{self.name}] epoch {trainer.current_epoch}: {self.n_trainable_blocks} of "
                 f"{len(pl_module.blocks)} backbone blocks train ({trainable:,} trainable parameters)"
@@ -80,6 +103,12 @@ class FreezePolicy(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         # Lightning puts the whole model back in train mode after each validation: undo it for frozen parts.
         self.set_frozen_eval()
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        if self.mask_mode:  # schedule-frozen parameters: no update, no weight decay, no optimizer state
+            for name, param in pl_module.named_parameters():
+                if name not in self.trainable:
+                    param.grad = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"name": self.name, "n_trainable_blocks": self.n_trainable_blocks}
@@ -93,19 +122,19 @@ class FreezePolicy(pl.Callback):
         self.n_trainable_blocks = state_dict.get("n_trainable_blocks")
 
 
-def _maximal_frozen_modules(root: nn.Module) -> list[nn.Module]:
-    """The largest sub-modules of ``root`` that hold parameters, all of them frozen."""
+def _maximal_frozen_modules(root: nn.Module, prefix: str, trainable: set[str]) -> list[nn.Module]:
+    """The largest sub-modules of ``root`` (named ``prefix``) that hold parameters, none of them in ``trainable``."""
     found: list[nn.Module] = []
 
-    def visit(module: nn.Module) -> None:
-        params = list(module.parameters())
-        if params and not any(p.requires_grad for p in params):
+    def visit(module: nn.Module, name: str) -> None:
+        params = [f"{name}.{n}" for n, _ in module.named_parameters()]
+        if params and not any(p in trainable for p in params):
             found.append(module)
             return
-        for child in module.children():
-            visit(child)
+        for child_name, child in module.named_children():
+            visit(child, f"{name}.{child_name}")
 
-    visit(root)
+    visit(root, prefix)
     return found
 
 
@@ -155,6 +184,7 @@ class Gradual(FreezePolicy):
     at each epoch in ``milestones``; blocks never reached stay frozen."""
 
     name = "gradual"
+    static = False
 
     def __init__(self, milestones: Sequence[int] = (1, 2, 3, 4), blocks_per_milestone: int = 1) -> None:
         super().__init__()
@@ -177,6 +207,7 @@ class LpFt(FreezePolicy):
     """LP-FT: ``lp_epochs`` of linear probing, then every block fine-tunes at the backbone's low LR."""
 
     name = "lp_ft"
+    static = False
 
     def __init__(self, lp_epochs: int = 3) -> None:
         super().__init__()

@@ -41,7 +41,10 @@ from transferlab.data import (
 from transferlab.errors import ConfigError, TransferlabError, WeightsError
 from transferlab.features import cached_features, state_digest
 from transferlab.model import TransferModule
-from transferlab.results import RESULT_FILE, config_hash, is_completed, read_result, resolved, write_json_atomic
+from transferlab.reproducible import DistributedSync, SafeCheckpointIO, check_checkpoint_fits
+from transferlab.results import (
+    RESULT_FILE, config_hash, is_completed, read_result, redact, redact_text, redacted_argv, resolved, write_json_atomic,
+)
 from transferlab.strategies import FreezePolicy, build_policy
 from transferlab.tracking import build_logger, finish_wandb, wandb_info, wandb_summary
 
@@ -168,11 +171,13 @@ def build_run(cfg: DictConfig) -> Run:
     in_chans = int(cfg.backbone.in_chans)
     eval_tf = build_transform(preprocess, in_chans, training=False)
     train_tf = build_transform(preprocess, in_chans, training=True, **augment) if augment else eval_tf
+    if int(cfg.dataset.batch_size) < 1:
+        raise ConfigError(f"dataset.batch_size={cfg.dataset.batch_size} must be ≥ 1 (e.g. 64).")
     preload = bool(cfg.dataset.get("preload", True))
     workers = {k: cfg.dataset.get(k, "auto") for k in ("num_workers", "pin_memory", "persistent_workers")}
     cuda = _device(cfg).type == "cuda"
     loader_kwargs = dict(
-        batch_size=int(cfg.dataset.batch_size), **loader_settings(**workers, decode_on_the_fly=not preload or bool(augment), cuda=cuda)
+        batch_size=int(cfg.dataset.batch_size), seed=int(cfg.seed), **loader_settings(**workers, decode_on_the_fly=not preload or bool(augment), cuda=cuda)
     )
     datamodule: SplitsDataModule = ImageDataModule(splits, train_tf, eval_tf, train_indices, preload=preload, **loader_kwargs)
     selection = train_selection(splits, train_indices, dataset_cfg)
@@ -190,7 +195,8 @@ def build_run(cfg: DictConfig) -> Run:
             "timm": timm.__version__,
             "preprocess": preprocess,
             "extract": extract,
-            "dataset": {k: v for k, v in resolved(cfg.dataset).items() if k not in _NOT_FEATURES},
+            # redacted: the key is stored in the cache file's metadata
+            "dataset": redact({k: v for k, v in resolved(cfg.dataset).items() if k not in _NOT_FEATURES}),
         }
         if splits.file_backed:  # files can change under the same config: key on them too
             key["files"] = selection["data_fingerprint"]
@@ -199,7 +205,7 @@ def build_run(cfg: DictConfig) -> Run:
             num_workers=loader_kwargs["num_workers"] if splits.file_backed else 0, **extract,
         )
         tensors = loader_settings(**workers, decode_on_the_fly=False, cuda=cuda)
-        run.datamodule = TensorDataModule(features, train_indices, batch_size=int(cfg.dataset.batch_size), **tensors)
+        run.datamodule = TensorDataModule(features, train_indices, batch_size=int(cfg.dataset.batch_size), seed=int(cfg.seed), **tensors)
         run.feature_cache_hit, run.feature_time_s = hit, time.perf_counter() - start
     return run
 
@@ -212,13 +218,17 @@ _NOT_FEATURES = (
 
 
 class ParameterCounts(Callback):
-    """Logs trainable / total parameter counts once training starts, after the freeze policy ran."""
+    """Logs trainable / total parameter counts once training starts, after the freeze policy ran.
 
-    def __init__(self) -> None:
+    The counts come from the policy (under DDP mask mode frozen parameters still require grad).
+    """
+
+    def __init__(self, policy: FreezePolicy) -> None:
+        self.policy = policy
         self.at_start: tuple[int, int] | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.at_start = pl_module.parameter_counts()
+        self.at_start = self.policy.parameter_counts(pl_module)
         for logger in trainer.loggers:
             logger.log_metrics({"params/trainable": self.at_start[0], "params/total": self.at_start[1]}, step=0)
 
@@ -259,14 +269,41 @@ def make_trainer(
             "trainer.precision=%s on a CPU without native bfloat16 instructions: slower than 32-bit here. "
             "Fix: trainer.precision=32-true.", kwargs["precision"]
         )
+    # checkpoints are written atomically and read with weights_only=True (no pickled code runs)
+    kwargs.setdefault("plugins", [SafeCheckpointIO()])
+    # the training sampler shards itself over DDP ranks (order fixed by seed and epoch); evaluation runs
+    # the whole val/test split on every rank, so its metrics equal a single device's (no padded repeats)
+    kwargs.setdefault("use_distributed_sampler", False)
     try:
-        return pl.Trainer(
+        trainer = pl.Trainer(
             **kwargs, callbacks=callbacks, logger=logger if logger is not None else False, default_root_dir=str(out_dir)
         )
     except TypeError as err:
         raise ConfigError(f"trainer: {err}. Use Lightning Trainer argument names, e.g. trainer.max_epochs=5.") from err
     except (ValueError, pl.utilities.exceptions.MisconfigurationException) as err:
         raise ConfigError(f"trainer: {err}") from err
+    if _is_multirun() and _relaunches_command(trainer):
+        raise ConfigError(
+            f"trainer.strategy={cfg.trainer.get('strategy')} with {trainer.world_size} processes: Lightning starts the "
+            "other processes by re-running this command, which inside a Hydra multirun (-m) re-runs the whole sweep in "
+            "each of them, in lockstep only until one job fails on one process. Fix: run the jobs one at a time "
+            "without -m, or use a Hydra launcher that starts one process per device (submitit on SLURM with "
+            "tasks_per_node = trainer.devices), or trainer.devices=1."
+        )
+    return trainer
+
+
+def _relaunches_command(trainer: pl.Trainer) -> bool:
+    """Whether Lightning's DDP launcher will start the other ranks by re-running ``sys.argv``."""
+    from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    launcher = getattr(trainer.strategy, "launcher", None)
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    return (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and trainer.world_size > 1
+        and not (environment is not None and environment.creates_processes_externally)
+    )
 
 
 def fit_source(src_cfg: DictConfig, weights_path: Path, work_dir: Path) -> dict[str, float]:
@@ -278,7 +315,7 @@ def fit_source(src_cfg: DictConfig, weights_path: Path, work_dir: Path) -> dict[
     last_ckpt = LastCheckpoint(work_dir / "checkpoints", every_s=float(src_cfg.get("checkpoint_every_s") or 0))
     trainer = make_trainer(src_cfg, work_dir, [run.policy, last_ckpt], logger=None, n_train=run.n_train, checkpoints=False)
     last = work_dir / "checkpoints" / LAST
-    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     state = {k: v.detach().cpu().contiguous() for k, v in run.module.backbone.state_dict().items()}
     tmp = weights_path.with_suffix(".tmp")
@@ -384,7 +421,8 @@ def _train(cfg: DictConfig, out_dir: Path, record: dict[str, Any]) -> dict[str, 
     group = f"{cfg.experiment_name}/{cfg.get('sweep_name') or 'single'}"
     size = f"f{record['fraction']}" if record["fraction"] is not None else f"pc{record['per_class']}"
     run_name = f"{record['strategy']}-{size}-s{record['seed']}"
-    logger = build_logger(cfg.logger, out_dir, resolved(cfg), run_name, group, record["strategy"], tags) if _rank() == 0 else None
+    with redacted_argv():  # W&B records the command line
+        logger = build_logger(cfg.logger, out_dir, resolved(cfg), run_name, group, record["strategy"], tags) if _rank() == 0 else None
     record["wandb"] = wandb_info(logger)
     try:
         return _fit_and_test(cfg, out_dir, record, run, logger)
@@ -398,16 +436,21 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: R
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     best = BestWeights(cfg.monitor, cfg.monitor_mode)
     last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0))
-    counts = ParameterCounts()
-    trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, counts], logger, n_train=run.n_train, checkpoints=False)
+    counts = ParameterCounts(run.policy)
+    ddp = DistributedSync()
+    callbacks = [run.policy, best, last_ckpt, counts, ddp]
+    trainer = make_trainer(cfg, out_dir, callbacks, logger, n_train=run.n_train, checkpoints=False)
     last = ckpt_dir / LAST
-    resume = str(last) if last.is_file() else None
-    if resume:
-        log.info("resuming from %s", resume)
+    resume = None
+    if last.is_file():
+        ckpt = check_checkpoint_fits(run.module, last)  # safe load; another backbone or class count fails here
+        resume = str(last)
+        log.info("resuming from %s (epoch %s done)", last, ckpt.get("epoch"))
+        record["resumed_from_epoch"] = ckpt.get("epoch")
     record["resumed_from"] = resume
     start = time.perf_counter()
     with intra_op_threads(1 if run.features_cached else None):
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume)
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
         train_time = time.perf_counter() - start + run.feature_time_s
         best.restore(run.module)  # test the weights of the best validation epoch
         tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
@@ -416,7 +459,9 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: R
         metrics[f"{cfg.monitor}_best"] = best.best_score
     if cfg.get("keep_checkpoints", False) and trainer.is_global_zero:
         torch.save(run.module.state_dict(), ckpt_dir / BEST)
-    trainable, total = run.module.parameter_counts()
+    trainable, total = run.policy.parameter_counts(run.module)
+    if trainer.world_size > 1:
+        record.update(world_size=trainer.world_size, ranks_in_sync=ddp.in_sync, ddp_mask_mode=run.policy.mask_mode)
     record.update(
         status="completed",
         metrics=metrics,
@@ -429,7 +474,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: R
         weights_path=run.weights,
         output_dir=str(out_dir),
     )
-    if _rank() == 0:
+    if trainer.is_global_zero:
         record["wandb"] = wandb_summary(logger, metrics, out_dir / RESULT_FILE)
         write_json_atomic(out_dir / RESULT_FILE, record)
         if not cfg.get("keep_checkpoints", False):
@@ -452,6 +497,31 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parents[2] / "conf")
 
 
+def redact_hydra_files() -> None:
+    """Hydra saved the config and the command-line overrides in ``.hydra/`` (and a multirun's in
+    ``multirun.yaml``): mask secrets in them."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    paths = []
+    if hydra_cfg.output_subdir:
+        paths += sorted((Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir)).glob("*.yaml"))
+    if _is_multirun():
+        paths.append(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+    for path in paths:
+        try:
+            text = path.read_text()
+            clean = redact_text(text)
+            if clean != text:  # through a temporary file: parallel jobs may rewrite multirun.yaml at once
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_text(clean)
+                os.replace(tmp, path)
+        except OSError as err:
+            log.warning("could not check %s for secrets: %s", path, err)
+
+
 def _is_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -462,15 +532,19 @@ def _is_multirun() -> bool:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """Run ``train(cfg)``; return the optimised metric (for sweepers)."""
+    if _rank() == 0:
+        redact_hydra_files()
     try:
         metrics = train(cfg)
     except TransferlabError as err:
-        print(f"transferlab: error: {err}", file=sys.stderr)
+        rank = f"[rank {_rank()}] " if _rank() else ""
+        print(f"transferlab: error: {rank}{err}", file=sys.stderr)
         if _is_multirun():
             return float("nan")  # this job failed (its result.json says so); the sweep goes on
         raise SystemExit(2) from None
     summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
-    print(f"transferlab: done: {summary}")
+    if _rank() == 0:
+        print(f"transferlab: done: {summary}")
     value = metrics.get(cfg.optimized_metric)
     return None if value is None else float(value)
 

@@ -1,0 +1,210 @@
+"""Reliability: data order and randomness fixed by (seed, epoch), safe and atomic checkpoints, DDP checks.
+
+- ``EpochSampler``: the training order depends only on (seed, epoch) (and the rank's shard); at the start
+  of each epoch it also re-seeds the process RNGs, so augmentation and dropout of epoch ``e`` do not depend
+  on what ran before. A run resumed from its end-of-epoch checkpoint then matches an uninterrupted one.
+- ``SafeCheckpointIO``: checkpoints written to a temporary file in the same folder and renamed into place
+  (a kill never leaves half a ``last.ckpt``), read back with ``torch.load(weights_only=True)`` (no pickled
+  code runs).
+- ``check_checkpoint_fits``: a resume checkpoint from another backbone or class count fails with the keys
+  and shapes that differ, before Lightning touches it.
+- ``DistributedSync``: under DDP, evaluation on every rank uses rank 0's buffers, and at the end of
+  training the parameters are compared across ranks (a block that was not all-reduced is an error).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch import nn
+from torch.utils.data import Dataset, DistributedSampler
+
+from transferlab.backbone import describe_load_error
+from transferlab.errors import WeightsError
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (seed, epoch, rank…): nearby inputs give unrelated seeds."""
+    state = np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+def seed_process(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+
+
+def _dist_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def next_epoch(trainer: pl.Trainer | None) -> int:
+    """The epoch a run resumed from a checkpoint saved now starts at: the number Lightning gives
+    ``set_epoch`` (after the end of epoch ``e`` that is ``e + 1``; mid-epoch, ``e``)."""
+    try:
+        return int(trainer.fit_loop.epoch_progress.current.processed) if trainer is not None else 0
+    except (AttributeError, RuntimeError):
+        return 0
+
+
+class EpochSampler(DistributedSampler):
+    """A shuffled order fixed by (seed, epoch), sharded over DDP ranks like ``DistributedSampler``.
+
+    Lightning calls ``set_epoch`` each epoch and leaves a ``DistributedSampler`` in place under DDP.
+    With ``reseed`` (default) iterating also re-seeds the process RNGs from (seed, epoch, rank), so
+    whatever draws random numbers during the epoch (augmentation in the main process, dropout) starts
+    from the same state in a fresh and in a resumed run. Give the DataLoader ``generator=sampler.generator``
+    and its worker processes are seeded from (seed, epoch, rank) too.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0, epoch: int = 0, reseed: bool = True) -> None:
+        world, rank = _dist_world()
+        super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=int(seed), drop_last=False)
+        self.reseed = reseed
+        self.generator = torch.Generator()
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.generator.manual_seed(derived_seed(self.seed, self.epoch, self.rank, 2))
+
+    def __iter__(self) -> Iterator[int]:
+        if self.reseed:
+            seed_process(derived_seed(self.seed, self.epoch, self.rank, 1))
+        g = torch.Generator()
+        g.manual_seed(derived_seed(self.seed, self.epoch, 0))
+        indices = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
+        padding = self.total_size - len(indices)
+        if padding > 0:  # every rank gets the same number of samples (as DistributedSampler does)
+            indices += (indices * (padding // max(1, len(indices)) + 1))[:padding]
+        return iter(indices[self.rank : self.total_size : self.num_replicas])
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Atomic checkpoint writes (same-folder temporary file + rename) and ``weights_only`` reads."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("SafeCheckpointIO takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "xb") as f:  # same folder (the rename is atomic), permissions from the umask
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint_safely(Path(path))
+
+
+def load_checkpoint_safely(path: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of a Lightning checkpoint, with an error that says what to do."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint file not found: {path}")
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the fix
+        raise WeightsError(
+            f"cannot load checkpoint {path} safely: {describe_load_error(err)}. "
+            f"Fix: delete {path} (the run then starts over), or resume only from checkpoints written by transferlab."
+        ) from err
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+        raise WeightsError(
+            f"{path} is not a Lightning checkpoint (no state_dict). Fix: delete it, the run then starts over."
+        )
+    return dict(ckpt)
+
+
+def check_checkpoint_fits(module: nn.Module, path: Path) -> dict[str, Any]:
+    """Load ``path`` safely and check its weights have the module's keys and shapes; return it."""
+    ckpt = load_checkpoint_safely(path)
+    state: Mapping[str, Any] = ckpt["state_dict"]
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        hp = ckpt.get("hyper_parameters") or {}
+        written_by = f" (written for backbone {hp.get('backbone')!r}, {hp.get('num_classes')} classes)" if hp else ""
+        parts = [f"{len(items)} {what} {items[:5]}" for what, items in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if items]
+        raise WeightsError(
+            f"checkpoint {path}{written_by} does not fit this run's model: {', '.join(parts)}. "
+            f"Fix: resume with the config that wrote it, or delete {path.parent} to start this run over."
+        )
+    return ckpt
+
+
+# ---- DDP -----------------------------------------------------------------------------------------
+def _checksums(module: nn.Module) -> tuple[list[str], torch.Tensor]:
+    names, sums = [], []
+    for name, p in module.named_parameters():
+        flat = p.detach().double().flatten().cpu()
+        weights = 1.0 + torch.arange(flat.numel(), dtype=torch.float64) / max(1, flat.numel())
+        names.append(name)
+        sums.append(torch.stack([flat.sum(), (flat * weights).sum()]))
+    return names, torch.stack(sums) if sums else torch.zeros(0, 2, dtype=torch.float64)
+
+
+class DistributedSync(pl.Callback):
+    """Under DDP: evaluate with rank 0's buffers; check parameters are identical on every rank after fit.
+
+    BatchNorm running statistics move with each rank's own batches; DDP broadcasts rank 0's before each
+    training forward, but not before evaluation. Parameters must be bit-identical on all ranks after
+    training, or some of them were not all-reduced (e.g. unfrozen after DDP wrapped the model).
+    """
+
+    def __init__(self) -> None:
+        self.world_size = 1
+        self.in_sync: bool | None = None
+
+    def _broadcast_buffers(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            for buf in pl_module.buffers():
+                torch.distributed.broadcast(buf.data, src=0)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._broadcast_buffers(trainer, pl_module)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._broadcast_buffers(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.world_size = trainer.world_size
+        if trainer.world_size <= 1:
+            return
+        names, sums = _checksums(pl_module)
+        gathered = trainer.strategy.all_gather(sums.to(trainer.strategy.root_device)).cpu()  # (world, n, 2)
+        differ = sorted({names[i] for r in range(1, gathered.shape[0]) for i in range(len(names))
+                         if not torch.equal(gathered[r, i], gathered[0, i])})
+        self.in_sync = not differ
+        if differ:
+            raise RuntimeError(
+                f"after training, {len(differ)} parameters differ across the {trainer.world_size} DDP ranks "
+                f"({differ[:5]}…): they were not all-reduced. This is a bug in transferlab's freeze policy under DDP; "
+                "please report it. Until then train this strategy on one device."
+            )
