@@ -211,10 +211,10 @@ class HandLoop:
 
 def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> dict[str, Any]:
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
+    
     from transferlab.results import resolved
     from transferlab.tracking import build_logger
+    from transferlab.checkpoints import BestWeights, LastCheckpoint
     from transferlab.train import ParameterCounts, build_run, make_trainer
 
     epochs = args.epochs
@@ -271,11 +271,13 @@ def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> di
 
     timer = Interleave()
     out_dir = work / "throughput"
-    checkpoint = ModelCheckpoint(
-        dirpath=str(out_dir / "checkpoints"), filename="best", monitor=cfg.monitor, mode=cfg.monitor_mode, save_last=True, save_top_k=1
-    )
+    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    # the callbacks a real run has (train._fit_and_test)
+    best = BestWeights(cfg.monitor, cfg.monitor_mode)
+    last = LastCheckpoint(out_dir / "checkpoints", every_s=float(cfg.get("checkpoint_every_s") or 0))
     logger = build_logger(cfg.logger, out_dir, resolved(cfg), "benchmark", "benchmark", "finetune", [])
-    trainer = make_trainer(cfg, out_dir, [run.policy, checkpoint, ParameterCounts(), timer], logger, n_train=n_steps * args.batch_size)
+    callbacks = [run.policy, best, last, ParameterCounts(run.policy), timer]
+    trainer = make_trainer(cfg, out_dir, callbacks, logger, n_train=n_steps * args.batch_size, checkpoints=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
         trainer.fit(run.module, train_dataloaders=loader)

@@ -205,7 +205,7 @@ def build_run(cfg: DictConfig) -> Run:
             num_workers=loader_kwargs["num_workers"] if splits.file_backed else 0, **extract,
         )
         tensors = loader_settings(**workers, decode_on_the_fly=False, cuda=cuda)
-        run.datamodule = TensorDataModule(features, train_indices, batch_size=int(cfg.dataset.batch_size), **tensors)
+        run.datamodule = TensorDataModule(features, train_indices, batch_size=int(cfg.dataset.batch_size), seed=int(cfg.seed), **tensors)
         run.feature_cache_hit, run.feature_time_s = hit, time.perf_counter() - start
     return run
 
