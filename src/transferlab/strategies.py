@@ -73,9 +73,14 @@ class FreezePolicy(pl.Callback):
         return sum(p.numel() for n, p in named.items() if n in self.trainable), sum(p.numel() for p in named.values())
 
     def set_frozen_eval(self) -> None:
-        """Put every fully frozen backbone module in eval mode (BatchNorm stats and dropout fixed)."""
+        """Put every fully frozen backbone module in eval mode (BatchNorm stats and dropout fixed).
+
+        Runs before every batch; ``eval()`` walks the whole sub-tree, so a module whose own flag already
+        says eval is skipped (Lightning's ``train()`` after validation sets the flags of whole trees).
+        """
         for frozen in self._frozen_modules:
-            frozen.eval()
+            if frozen.training:
+                frozen.eval()
 
     # ---- Lightning hooks ---------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
