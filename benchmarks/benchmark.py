@@ -419,6 +419,8 @@ def linear_probe(args: argparse.Namespace, device: torch.device, work: Path) -> 
             "trainer.enable_progress_bar=false", "logger=csv", "seed=0"]
     if args.cache_dir:
         base.append(f"paths.cache_dir={args.cache_dir}")
+    if args.lp_img_size:  # the target's input only: the source checkpoint stays the experiment's
+        base.append(f"dataset.input_size={args.lp_img_size}")
     weights, source_s = "null", None
     if args.lp_weights in ("auto", "source"):
         cfg = compose(base)
@@ -455,6 +457,7 @@ def linear_probe(args: argparse.Namespace, device: torch.device, work: Path) -> 
     cached_acc = warm[0]["test_acc"]
     return {
         "epochs": args.lp_epochs,
+        "img_size": int(compose(base).dataset.input_size),
         "weights": "source" if weights != "null" else "null",
         "weights_path": None if weights == "null" else weights,
         "source_training_s": source_s,
@@ -514,7 +517,7 @@ def table(result: dict[str, Any]) -> str:
     lp = result.get("linear_probe")
     if lp:
         ok = "yes" if lp["speedup_warm"] >= TARGETS["lp_speedup"] else "NO"
-        rows.append((f"linear probe {lp['epochs']} ep wall s (weights={lp['weights']})", f"{lp['cached_warm_wall_s']:.2f} cached",
+        rows.append((f"linear probe {lp['epochs']} ep wall s ({lp.get('img_size')}px, weights={lp['weights']})", f"{lp['cached_warm_wall_s']:.2f} cached",
                      f"{lp['uncached']['wall_s']:.2f} recomputed", f"{lp['speedup_warm']:.1f}x", f">= {TARGETS['lp_speedup']:.0f}x {ok}"))
         rows.append(("  first run (cache miss: extraction incl.)", f"{lp['cached_cold']['wall_s']:.2f} cached",
                      f"{lp['uncached']['wall_s']:.2f} recomputed", f"{lp['speedup_cold']:.1f}x", ""))
@@ -555,6 +558,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synthetic-on-device", action=argparse.BooleanOptionalAction, default=None,
                    help="batches pre-made on the device, so loading is not measured (default: on for cuda)")
     p.add_argument("--lp-epochs", type=int, default=20)
+    p.add_argument("--lp-img-size", type=int, help="input side of the linear-probe runs (default: the experiment's)")
     p.add_argument("--lp-repeats", type=int, default=3, help="cached (warm) linear-probe runs; the median counts")
     p.add_argument("--lp-weights", choices=("auto", "source", "null"), default="auto",
                    help="auto: the source checkpoint when cached, else random init; source: train it if missing")
