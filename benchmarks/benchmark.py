@@ -546,7 +546,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--img-size", type=int, help="input side in pixels (cpu: 32, cuda: 224)")
     p.add_argument("--batch-size", type=int, help="(cpu: 64, cuda: 256)")
     p.add_argument("--steps", type=int, help="training steps per epoch (cpu: 20, cuda: 50)")
-    p.add_argument("--epochs", type=int, default=4, help="epochs of each loop; the first is warm-up (default 4)")
+    p.add_argument("--epochs", type=int, default=6, help="epochs of each loop; the first is warm-up (default 6)")
     p.add_argument("--precision", choices=("32-true", "bf16-mixed", "16-mixed"),
                    help="Lightning precision for both loops (default: conf/trainer/<cpu|gpu>.yaml)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
