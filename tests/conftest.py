@@ -47,3 +47,14 @@ def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
 @pytest.fixture(autouse=True)
 def _quiet_lightning(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PL_DISABLE_FORK", "1")
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: tiny models gain nothing from more, and on a shared machine more cost a lot."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,7 +9,6 @@ previous write (``every_s=0``: every epoch).
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -76,9 +75,7 @@ class LastCheckpoint(Callback):
             self.save(trainer)
 
     def save(self, trainer: pl.Trainer) -> None:
-        """Atomic: a kill during the write leaves the previous ``last.ckpt`` intact."""
-        tmp = self.path.with_name(f".{LAST}.tmp")
-        trainer.save_checkpoint(str(tmp))
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        """Atomic through the trainer's checkpoint IO (``reproducible.SafeCheckpointIO``): a kill during the
+        write leaves the previous ``last.ckpt`` intact."""
+        trainer.save_checkpoint(str(self.path))
         self._saved_at = time.monotonic()

@@ -14,9 +14,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
+from transferlab.results import atomic_write
 from transferlab.backbone import describe_load_error
 from transferlab.errors import WeightsError
 
@@ -100,18 +99,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("SafeCheckpointIO takes no storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "xb") as f:  # same folder (the rename is atomic), permissions from the umask
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checkpoint_safely(Path(path))

@@ -9,9 +9,9 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -107,19 +107,26 @@ def _redact(obj: Any, secrets: set[str]) -> Any:
     return obj
 
 
-def write_json_atomic(path: Path, record: Mapping[str, Any]) -> None:
-    """Write JSON through a temporary file and an atomic rename: readers never see half a file."""
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(redact(record), f, indent=2, default=str)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, record: Mapping[str, Any]) -> None:
+    """``record`` (secrets redacted) as JSON, written atomically."""
+    text = json.dumps(redact(record), indent=2, default=str).encode()
+    atomic_write(path, lambda f: f.write(text))
 
 
 def read_result(out_dir: Path) -> dict[str, Any] | None:
