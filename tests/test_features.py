@@ -290,3 +290,14 @@ def test_cached_lp_ft_resumes_to_the_uninterrupted_weights(tmp_path: Path, crash
     resumed = fit("b", crash=False, resume=True)
     for name, value in uninterrupted.items():
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=f"{name} differs after the resume")
+
+
+def test_staged_data_on_a_trainer_that_never_reloads_is_refused(tmp_path: Path) -> None:
+    from transferlab.errors import ConfigError
+    from transferlab.train import make_trainer
+
+    cfg = make_cfg(tmp_path, *LP_FT)
+    run = build_run(cfg)
+    trainer = make_trainer(cfg, tmp_path / "out", [run.policy], None, run.n_train)
+    with pytest.raises(ConfigError, match=r"reload_dataloaders_every_n_epochs=1"):
+        trainer.fit(run.module, datamodule=run.datamodule)

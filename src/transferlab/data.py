@@ -569,6 +569,12 @@ class StagedDataModule(pl.LightningDataModule):
         self._loaders: dict[tuple[str, str], DataLoader] = {}
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "fit" and self.trainer is not None and self.trainer.reload_dataloaders_every_n_epochs != 1:
+            raise ConfigError(
+                "StagedDataModule switches from cached features to images between epochs, but this Trainer never "
+                "reloads its data loaders. Fix: Trainer(reload_dataloaders_every_n_epochs=1) "
+                "(transferlab.train.make_trainer(..., reload_dataloaders=True))."
+            )
         self.images.setup(stage)
         for part in (self.features, self.images):
             part.trainer = self.trainer  # their samplers' resume state reads the trainer's epoch
