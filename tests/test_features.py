@@ -222,3 +222,82 @@ def test_a_writer_dying_mid_write_leaves_no_partial_cache(tmp_path: Path, monkey
     assert hit is False
     _, hit = features.cached_features(nn.Linear(4, 3), data, tmp_path, key)
     assert hit is True
+
+
+# ---- lp_ft: its linear-probing epochs on the cache --------------------------------------------------
+LP_FT = ["strategy=lp_ft", "strategy.lp_epochs=2", "trainer.max_epochs=3", "seed=5", "keep_checkpoints=true"]
+
+
+def test_lp_ft_trains_its_probe_epochs_on_cached_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backbone never runs while it is frozen (epochs < lp_epochs); the result equals the uncached run."""
+    calls: list[tuple[str, int]] = []
+    real_features = transferlab.model.TransferModule.features
+
+    def spy(self, x):  # noqa: ANN001, ANN202
+        calls.append((self.trainer.state.stage.value, self.current_epoch))
+        return real_features(self, x)
+
+    monkeypatch.setattr(transferlab.model.TransferModule, "features", spy)
+    states, records, seen = {}, {}, {}
+    for cache in (True, False):
+        calls.clear()
+        out = tmp_path / f"cache_{cache}"
+        train(make_cfg(tmp_path, *LP_FT, f"strategy.cache_features={cache}"), out_dir=out)
+        states[cache], records[cache], seen[cache] = checkpoint_state(out), read_result(out), list(calls)
+
+    assert records[True]["features_cached"] is True and records[True]["cached_feature_epochs"] == 2
+    assert records[False]["features_cached"] is False and records[False]["cached_feature_epochs"] == 0
+    fit_epochs = {epoch for stage, epoch in seen[True] if stage in ("train", "validate", "sanity_check")}
+    assert fit_epochs == {2}, f"the backbone ran in epochs {sorted(fit_epochs)} of a cached lp_ft run"
+    assert any(stage == "test" for stage, _ in seen[True])  # the fine-tuned backbone is tested on images
+    assert {epoch for stage, epoch in seen[False] if stage == "train"} == {0, 1, 2}
+    # same examples, same order, same head init, same features: the same model after fine-tuning too
+    assert states[True].keys() == states[False].keys()
+    for name, value in states[True].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, states[False][name], rtol=1e-4, atol=1e-5, msg=f"{name} differs")
+    assert records[True]["metrics"]["test/acc"] == pytest.approx(records[False]["metrics"]["test/acc"], abs=1e-6)
+
+
+@pytest.mark.parametrize("crash_epoch", [1, 2], ids=["in-probe-stage", "in-finetune-stage"])
+def test_cached_lp_ft_resumes_to_the_uninterrupted_weights(tmp_path: Path, crash_epoch: int) -> None:
+    from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+    from transferlab.data import StagedDataModule
+    from transferlab.train import make_trainer
+
+    class Crash(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+            if trainer.current_epoch == crash_epoch and batch_idx == 1:
+                raise RuntimeError("simulated crash")
+
+    cfg = make_cfg(tmp_path, *LP_FT, "dataset.batch_size=16")
+
+    def fit(folder: str, crash: bool, resume: bool) -> dict[str, torch.Tensor]:
+        run = build_run(cfg)
+        assert isinstance(run.datamodule, StagedDataModule)
+        last = ModelCheckpoint(dirpath=str(tmp_path / folder), filename="last", save_on_train_epoch_end=True,
+                               enable_version_counter=False)
+        trainer = make_trainer(cfg, tmp_path / folder, [run.policy, last, *([Crash()] if crash else [])], None,
+                               run.n_train, reload_dataloaders=True)
+        ckpt = str(tmp_path / folder / "last.ckpt") if resume else None
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt, weights_only=True)
+        return {k: v.detach().clone() for k, v in run.module.state_dict().items()}
+
+    uninterrupted = fit("a", crash=False, resume=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit("b", crash=True, resume=False)
+    resumed = fit("b", crash=False, resume=True)
+    for name, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=f"{name} differs after the resume")
+
+
+def test_staged_data_on_a_trainer_that_never_reloads_is_refused(tmp_path: Path) -> None:
+    from transferlab.errors import ConfigError
+    from transferlab.train import make_trainer
+
+    cfg = make_cfg(tmp_path, *LP_FT)
+    run = build_run(cfg)
+    trainer = make_trainer(cfg, tmp_path / "out", [run.policy], None, run.n_train)
+    with pytest.raises(ConfigError, match=r"reload_dataloaders_every_n_epochs=1"):
+        trainer.fit(run.module, datamodule=run.datamodule)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from conftest import FAMILIES, make_cfg
+from transferlab.data import StagedDataModule
 from transferlab.strategies import Finetune, Gradual, LinearProbe, LpFt
 from transferlab.train import Run, build_run, make_trainer
 
@@ -23,7 +24,8 @@ def _fit(tmp_path: Path, *overrides: str) -> tuple[Run, dict[str, torch.Tensor]]
     cfg = make_cfg(tmp_path, *COMMON, *overrides)
     run = build_run(cfg)
     before = _snapshot(run.module)
-    trainer = make_trainer(cfg, tmp_path / "out", [run.policy], logger=None, n_train=run.n_train, checkpoints=False)
+    trainer = make_trainer(cfg, tmp_path / "out", [run.policy], logger=None, n_train=run.n_train, checkpoints=False,
+                           reload_dataloaders=isinstance(run.datamodule, StagedDataModule))
     trainer.fit(run.module, datamodule=run.datamodule)
     return run, before
 

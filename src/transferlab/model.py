@@ -32,7 +32,8 @@ class TransferModule(pl.LightningModule):
     freeze-policy callback (``transferlab.strategies``); every parameter is in the optimizer from the
     start, in one group per backbone block (LR = ``lr * backbone_lr_scale``, times
     ``layer_decay ** depth_from_top`` when layer decay is on) plus the head's group at ``lr``.
-    With ``input_is_features=True`` batches hold pre-computed backbone features and only the head runs.
+    A 2-D batch holds pre-computed pooled backbone features and only the head runs on it;
+    ``input_is_features=True`` says every batch is one (a linear probe on the feature cache: no mixup).
     Speed: ``channels_last`` (CNNs, inputs too), ``compile`` (``torch.compile`` of the backbone) and
     ``grad_checkpointing`` (timm's ``set_grad_checkpointing``); mixed precision is the Trainer's.
     """
@@ -121,13 +122,14 @@ class TransferModule(pl.LightningModule):
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hparams.input_is_features:
+        """Logits of images (N, C, H, W), or of pre-computed pooled features (N, num_features)."""
+        if x.dim() == 2:
             return self.head(x)
         return self.head(self.features(x))
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        if split == "train" and self.mixup is not None:
+        if split == "train" and self.mixup is not None and x.dim() == 4:  # never on cached features
             x, soft = self._mix(x, y)
             logits = self(x)
             loss = self.soft_criterion(logits, soft)

@@ -51,6 +51,17 @@ class FreezePolicy(pl.Callback):
     def validate(self, n_blocks: int) -> None:
         """Raise ConfigError when the policy does not fit a backbone of ``n_blocks`` blocks."""
 
+    def head_only_epochs(self, n_blocks: int, max_epochs: int) -> int:
+        """How many leading epochs (of ``max_epochs``) train the head alone, the whole backbone frozen.
+
+        Those epochs can train on cached backbone features (linear_probe: all of them; lp_ft: its
+        ``lp_epochs``; gradual: the epochs before its first milestone).
+        """
+        epoch = 0
+        while epoch < max_epochs and self.trainable_top_blocks(epoch, n_blocks) == 0:
+            epoch += 1
+        return epoch
+
     # ---- applying --------------------------------------------------------------------------------
     def apply(self, module: pl.LightningModule, epoch: int) -> None:
         """Set ``requires_grad`` and module modes for ``epoch``."""

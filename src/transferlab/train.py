@@ -31,6 +31,7 @@ from transferlab.backbone import check_model_name, data_config
 from transferlab.data import (
     ImageDataModule,
     SplitsDataModule,
+    StagedDataModule,
     TensorDataModule,
     build_transform,
     loader_settings,
@@ -62,7 +63,7 @@ class Run:
     """Everything one run trains and evaluates, built from a config."""
 
     module: TransferModule
-    datamodule: SplitsDataModule
+    datamodule: SplitsDataModule | StagedDataModule
     policy: FreezePolicy
     weights: str | None
     n_train: int
@@ -130,9 +131,10 @@ def build_run(cfg: DictConfig) -> Run:
     train_indices = subsample(
         splits.train.labels, cfg.dataset.get("fraction"), cfg.dataset.get("per_class"), cfg.dataset.split_seed, splits.class_names
     )
-    use_cache = policy.frozen_backbone and bool(cfg.strategy.get("cache_features", False))
+    cache_wanted = bool(cfg.strategy.get("cache_features", False))
+    all_cached = cache_wanted and policy.frozen_backbone  # linear_probe: every epoch on cached features
     augment, mixup = _plain(cfg.dataset.get("augment")), _plain(cfg.dataset.get("mixup"))
-    if use_cache and (augment or mixup):
+    if all_cached and (augment or mixup):
         warnings.warn(
             f"dataset.augment / dataset.mixup are ignored: strategy {cfg.strategy.name} trains on cached features, "
             "computed once without augmentation. Set strategy.cache_features=false to augment.",
@@ -160,9 +162,9 @@ def build_run(cfg: DictConfig) -> Run:
         scheduler=cfg.optimizer.scheduler,
         warmup_epochs=float(cfg.optimizer.warmup_epochs),
         label_smoothing=float(cfg.optimizer.get("label_smoothing", 0.0)),
-        input_is_features=use_cache,
+        input_is_features=all_cached,
         channels_last=bool(cfg.backbone.get("channels_last", False)),
-        compile=bool(cfg.backbone.get("compile", False)) and not use_cache,  # cached: the backbone runs once
+        compile=bool(cfg.backbone.get("compile", False)) and not all_cached,  # cached: the backbone runs once
         grad_checkpointing=bool(cfg.backbone.get("grad_checkpointing", False)),
         backbone_kwargs=_plain(cfg.backbone.get("kwargs")),
         mixup=mixup or None,
@@ -179,9 +181,21 @@ def build_run(cfg: DictConfig) -> Run:
     loader_kwargs = dict(
         batch_size=int(cfg.dataset.batch_size), seed=int(cfg.seed), **loader_settings(**workers, decode_on_the_fly=not preload or bool(augment), cuda=cuda)
     )
-    datamodule: SplitsDataModule = ImageDataModule(splits, train_tf, eval_tf, train_indices, preload=preload, **loader_kwargs)
+    images = ImageDataModule(splits, train_tf, eval_tf, train_indices, preload=preload, **loader_kwargs)
+    # lp_ft / gradual: the leading epochs that train the head alone can run on cached features too
+    staged_epochs = 0
+    if cache_wanted and not all_cached:
+        staged_epochs = policy.head_only_epochs(len(module.blocks), planned_epochs(cfg, len(train_indices)))
+        if staged_epochs and (augment or mixup):
+            warnings.warn(
+                f"strategy {cfg.strategy.name}: its first {staged_epochs} epoch(s) train the head on cached features, "
+                "without dataset.augment / dataset.mixup (they apply from then on). "
+                "Set strategy.cache_features=false to augment those epochs too.",
+                stacklevel=2,
+            )
+    use_cache = all_cached or staged_epochs > 0
     selection = train_selection(splits, train_indices, dataset_cfg)
-    run = Run(module, datamodule, policy, weights, n_train=len(train_indices), selection=selection, features_cached=use_cache)
+    run = Run(module, images, policy, weights, n_train=len(train_indices), selection=selection, features_cached=use_cache)
     if use_cache:
         start = time.perf_counter()
         extract = {"channels_last": module.hparams.channels_last, "autocast_dtype": autocast_dtype(cfg.trainer.get("precision"))}
@@ -201,11 +215,12 @@ def build_run(cfg: DictConfig) -> Run:
         if splits.file_backed:  # files can change under the same config: key on them too
             key["files"] = selection["data_fingerprint"]
         features, hit = cached_features(
-            module.backbone, datamodule.eval_datasets(), cache_dir(cfg) / "features", key, device=_device(cfg),
+            module.backbone, images.eval_datasets(), cache_dir(cfg) / "features", key, device=_device(cfg),
             num_workers=loader_kwargs["num_workers"] if splits.file_backed else 0, **extract,
         )
         tensors = loader_settings(**workers, decode_on_the_fly=False, cuda=cuda)
-        run.datamodule = TensorDataModule(features, train_indices, batch_size=int(cfg.dataset.batch_size), seed=int(cfg.seed), **tensors)
+        cached = TensorDataModule(features, train_indices, batch_size=int(cfg.dataset.batch_size), seed=int(cfg.seed), **tensors)
+        run.datamodule = cached if all_cached else StagedDataModule(cached, images, staged_epochs)
         run.feature_cache_hit, run.feature_time_s = hit, time.perf_counter() - start
     return run
 
@@ -246,8 +261,27 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def planned_epochs(cfg: DictConfig, n_train: int) -> int:
+    """``trainer.max_epochs``, raised so a small training set still gets ``min_train_steps`` optimizer steps.
+
+    (-1 or null: no epoch limit; a large number stands in.)
+    """
+    max_epochs = cfg.trainer.get("max_epochs")
+    if not max_epochs or int(max_epochs) < 0:
+        return 10**6
+    min_steps = int(cfg.get("min_train_steps") or 0)
+    steps_per_epoch = math.ceil(n_train / int(cfg.dataset.batch_size))
+    return max(int(max_epochs), math.ceil(min_steps / steps_per_epoch)) if min_steps > 0 else int(max_epochs)
+
+
 def make_trainer(
-    cfg: DictConfig, out_dir: Path, callbacks: list[Callback], logger: Any, n_train: int, checkpoints: bool = True
+    cfg: DictConfig,
+    out_dir: Path,
+    callbacks: list[Callback],
+    logger: Any,
+    n_train: int,
+    checkpoints: bool = True,
+    reload_dataloaders: bool = False,
 ) -> pl.Trainer:
     """A Lightning Trainer from ``cfg.trainer`` (its own argument names).
 
@@ -256,10 +290,10 @@ def make_trainer(
     """
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
-    min_steps = int(cfg.get("min_train_steps") or 0)
-    if min_steps > 0 and kwargs.get("max_epochs"):
-        steps_per_epoch = math.ceil(n_train / int(cfg.dataset.batch_size))
-        kwargs["max_epochs"] = max(int(kwargs["max_epochs"]), math.ceil(min_steps / steps_per_epoch))
+    if kwargs.get("max_epochs") and int(kwargs["max_epochs"]) > 0:
+        kwargs["max_epochs"] = planned_epochs(cfg, n_train)
+    if reload_dataloaders:  # StagedDataModule: from cached features to images
+        kwargs["reload_dataloaders_every_n_epochs"] = 1
     max_validations = cfg.get("max_validations")
     if max_validations and kwargs.get("max_epochs") and "check_val_every_n_epoch" not in kwargs:
         kwargs["check_val_every_n_epoch"] = max(1, math.ceil(int(kwargs["max_epochs"]) / int(max_validations)))
@@ -439,7 +473,8 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: R
     counts = ParameterCounts(run.policy)
     ddp = DistributedSync()
     callbacks = [run.policy, best, last_ckpt, counts, ddp]
-    trainer = make_trainer(cfg, out_dir, callbacks, logger, n_train=run.n_train, checkpoints=False)
+    staged = isinstance(run.datamodule, StagedDataModule)
+    trainer = make_trainer(cfg, out_dir, callbacks, logger, n_train=run.n_train, checkpoints=False, reload_dataloaders=staged)
     last = ckpt_dir / LAST
     resume = None
     if last.is_file():
@@ -449,7 +484,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: R
         record["resumed_from_epoch"] = ckpt.get("epoch")
     record["resumed_from"] = resume
     start = time.perf_counter()
-    with intra_op_threads(1 if run.features_cached else None):
+    with intra_op_threads(1 if run.features_cached and not staged else None):
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume, weights_only=True)
         train_time = time.perf_counter() - start + run.feature_time_s
         best.restore(run.module)  # test the weights of the best validation epoch
@@ -460,6 +495,12 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: R
     if cfg.get("keep_checkpoints", False) and trainer.is_global_zero:
         torch.save(run.module.state_dict(), ckpt_dir / BEST)
     trainable, total = run.policy.parameter_counts(run.module)
+    epochs = int(trainer.current_epoch)
+    cached_epochs = 0
+    if run.features_cached:
+        cached_epochs = min(run.datamodule.feature_epochs, epochs) if staged else epochs
+        if staged and trainer.world_size > 1:
+            cached_epochs = 0  # StagedDataModule serves images under DDP
     if trainer.world_size > 1:
         record.update(world_size=trainer.world_size, ranks_in_sync=ddp.in_sync, ddp_mask_mode=run.policy.mask_mode)
     record.update(
@@ -470,7 +511,9 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: R
         trainable_params_start=counts.at_start[0] if counts.at_start else None,
         train_time_s=round(train_time, 3),
         feature_time_s=round(run.feature_time_s, 3),
-        epochs=int(trainer.current_epoch),
+        epochs=epochs,
+        features_cached=cached_epochs > 0,
+        cached_feature_epochs=cached_epochs,
         weights_path=run.weights,
         output_dir=str(out_dir),
     )
