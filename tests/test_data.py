@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -74,3 +75,26 @@ def test_any_image_mode_becomes_the_backbone_channels(mode: str, in_chans: int) 
     img = Image.new(mode, (7, 5))
     out = ToChannels(in_chans)(img)
     assert out.mode == ("L" if in_chans == 1 else "RGB") and out.size == (7, 5)
+
+
+def test_in_memory_batches_equal_the_per_example_loader() -> None:
+    """BatchedTensors (one index operation per batch) gives the batches DataLoader's collate would."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from transferlab.data import BatchedTensors, SplitsDataModule
+    from transferlab.reproducible import EpochSampler
+
+    x, y = torch.randn(50, 3, 4, 4), torch.arange(50) % 7
+    module = SplitsDataModule(batch_size=8, seed=3)
+    module.train_set = TensorDataset(x, y)
+    fast = module.train_dataloader()
+    assert isinstance(fast.dataset, BatchedTensors)
+    sampler = EpochSampler(module.train_set, 3, 0)
+    plain = DataLoader(module.train_set, batch_size=8, sampler=sampler, generator=sampler.generator)
+    for epoch in (0, 1):
+        fast.sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        pairs = list(zip(fast, plain, strict=True))
+        assert len(pairs) == 7
+        for (fx, fy), (px, py) in pairs:
+            assert torch.equal(fx, px) and torch.equal(fy, py) and fy.dtype == py.dtype

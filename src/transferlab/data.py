@@ -447,6 +447,20 @@ def materialize(dataset: Dataset) -> TensorDataset:
     return TensorDataset(torch.stack(xs), torch.as_tensor(ys, dtype=torch.long))
 
 
+class BatchedTensors(TensorDataset):
+    """In-memory tensors a DataLoader reads one batch at a time: a single index operation per batch
+    instead of one per example plus a collate (DataLoader calls ``__getitems__``). Same batches, same order."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(tensor[index] for tensor in self.tensors)
+
+
+def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The collate function of ``BatchedTensors``: the batch is already stacked."""
+    return batch
+
+
 class SplitsDataModule(pl.LightningDataModule):
     """Loaders over three ready datasets (train, val, test).
 
@@ -471,9 +485,11 @@ class SplitsDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         assert dataset is not None, "setup() must run first"
         sampler = EpochSampler(dataset, self.seed, self.start_epoch) if shuffle else None
+        batched = isinstance(dataset, TensorDataset)  # preloaded images or cached features
         return DataLoader(
-            dataset,
+            BatchedTensors(*dataset.tensors) if batched else dataset,
             batch_size=self.batch_size,
+            collate_fn=keep_batch if batched else None,
             sampler=sampler,
             generator=sampler.generator if sampler is not None else None,
             num_workers=self.num_workers,
