@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -81,11 +81,10 @@ def test_grad_checkpointing_unsupported_is_a_config_error(monkeypatch: pytest.Mo
 
 
 def test_benchmark_runs_small_on_cpu(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import benchmark
-    finally:
-        sys.path.pop(0)
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "benchmarks" / "benchmark.py")
+    assert spec is not None and spec.loader is not None
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
     out = tmp_path / "bench.json"
     result = benchmark.main(["--device", "cpu", "--model", "test_resnet", "--img-size", "32", "--batch-size", "8",
                              "--steps", "2", "--epochs", "2", "--skip-lp", "--precision-rounds", "2", "--out", str(out)])

@@ -469,7 +469,9 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: dict[str, Any], run: R
     ckpt_dir = out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     best = BestWeights(cfg.monitor, cfg.monitor_mode)
-    last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0))
+    last_ckpt = LastCheckpoint(
+        ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=bool(cfg.get("keep_checkpoints", False))
+    )
     counts = ParameterCounts(run.policy)
     ddp = DistributedSync()
     callbacks = [run.policy, best, last_ckpt, counts, ddp]
