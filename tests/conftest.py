@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,40 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def crash_then_resume(
+    tmp_path: Path,
+    cfg: DictConfig,
+    crash_epoch: int,
+    crash_batch: int = 1,
+    reload_dataloaders: bool = False,
+    after_crash: Callable[[Path], None] | None = None,
+) -> tuple[dict, dict]:
+    """Fit ``cfg`` uninterrupted, then fit it again with a crash at (``crash_epoch``, ``crash_batch``) and resume
+    from the ``last.ckpt`` written at each epoch end (``after_crash`` sees it first). Returns both final state dicts."""
+    from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+    from transferlab.train import build_run, make_trainer
+
+    class Crash(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+            if trainer.current_epoch == crash_epoch and batch_idx == crash_batch:
+                raise RuntimeError("simulated crash")
+
+    def fit(folder: str, crash: bool, resume: bool) -> dict:
+        run = build_run(cfg)
+        last = ModelCheckpoint(dirpath=str(tmp_path / folder), filename="last", save_on_train_epoch_end=True,
+                               enable_version_counter=False)
+        callbacks = [run.policy, last, *([Crash()] if crash else [])]
+        trainer = make_trainer(cfg, tmp_path / folder, callbacks, None, run.n_train, reload_dataloaders=reload_dataloaders)
+        ckpt = str(tmp_path / folder / "last.ckpt") if resume else None
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt, weights_only=True)
+        return {k: v.detach().clone() for k, v in run.module.state_dict().items()}
+
+    uninterrupted = fit("a", crash=False, resume=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit("b", crash=True, resume=False)
+    if after_crash is not None:
+        after_crash(tmp_path / "b" / "last.ckpt")
+    return uninterrupted, fit("b", crash=False, resume=True)

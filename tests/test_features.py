@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from conftest import crash_then_resume
 import transferlab.features as features
 import transferlab.model
 from transferlab.results import read_result
@@ -261,33 +262,11 @@ def test_lp_ft_trains_its_probe_epochs_on_cached_features(tmp_path: Path, monkey
 
 @pytest.mark.parametrize("crash_epoch", [1, 2], ids=["in-probe-stage", "in-finetune-stage"])
 def test_cached_lp_ft_resumes_to_the_uninterrupted_weights(tmp_path: Path, crash_epoch: int) -> None:
-    from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-
     from transferlab.data import StagedDataModule
-    from transferlab.train import make_trainer
-
-    class Crash(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
-            if trainer.current_epoch == crash_epoch and batch_idx == 1:
-                raise RuntimeError("simulated crash")
 
     cfg = make_cfg(tmp_path, *LP_FT, "dataset.batch_size=16")
-
-    def fit(folder: str, crash: bool, resume: bool) -> dict[str, torch.Tensor]:
-        run = build_run(cfg)
-        assert isinstance(run.datamodule, StagedDataModule)
-        last = ModelCheckpoint(dirpath=str(tmp_path / folder), filename="last", save_on_train_epoch_end=True,
-                               enable_version_counter=False)
-        trainer = make_trainer(cfg, tmp_path / folder, [run.policy, last, *([Crash()] if crash else [])], None,
-                               run.n_train, reload_dataloaders=True)
-        ckpt = str(tmp_path / folder / "last.ckpt") if resume else None
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt, weights_only=True)
-        return {k: v.detach().clone() for k, v in run.module.state_dict().items()}
-
-    uninterrupted = fit("a", crash=False, resume=False)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit("b", crash=True, resume=False)
-    resumed = fit("b", crash=False, resume=True)
+    assert isinstance(build_run(cfg).datamodule, StagedDataModule)
+    uninterrupted, resumed = crash_then_resume(tmp_path, cfg, crash_epoch, reload_dataloaders=True)
     for name, value in uninterrupted.items():
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=f"{name} differs after the resume")
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import FAST, ROOT, make_cfg
+from conftest import FAST, ROOT, crash_then_resume, make_cfg
 from transferlab.reproducible import EpochSampler, SafeCheckpointIO, load_checkpoint_safely
 from transferlab.strategies import Gradual
 from transferlab.train import train
@@ -248,29 +248,11 @@ def test_secrets_never_reach_a_file_the_run_writes(tmp_path: Path) -> None:
 
 def test_crashed_run_with_loader_workers_resumes_in_the_same_data_order(tmp_path: Path) -> None:
     """With worker processes the first iterator of a resumed run is made before Lightning's set_epoch."""
-    from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-
-    from transferlab.train import build_run, make_trainer
-
-    class Crash(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
-            if trainer.current_epoch == 1 and batch_idx == 1:
-                raise RuntimeError("simulated crash")
-
     cfg = make_cfg(tmp_path, "backbone.name=test_resnet", "backbone.weights=null", "strategy=scratch", "dataset.fraction=0.05",
                    "dataset.batch_size=16", "dataset.num_workers=1", "trainer.max_epochs=2", "+trainer.limit_val_batches=0")
 
-    def fit(folder: str, crash: bool, resume: bool) -> dict[str, torch.Tensor]:
-        run = build_run(cfg)
-        last = ModelCheckpoint(dirpath=str(tmp_path / folder), filename="last", save_on_train_epoch_end=True,
-                               enable_version_counter=False)
-        trainer = make_trainer(cfg, tmp_path / folder, [run.policy, last, *([Crash()] if crash else [])], None, run.n_train)
-        ckpt = str(tmp_path / folder / "last.ckpt") if resume else None
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt, weights_only=True)
-        return {k: v.detach().clone() for k, v in run.module.state_dict().items()}
+    def crashed_in_epoch_1(last: Path) -> None:
+        assert load_checkpoint_safely(last)["epoch"] == 0
 
-    uninterrupted = fit("a", crash=False, resume=False)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit("b", crash=True, resume=False)
-    assert load_checkpoint_safely(tmp_path / "b" / "last.ckpt")["epoch"] == 0
-    _assert_same_weights(fit("b", crash=False, resume=True), uninterrupted)
+    uninterrupted, resumed = crash_then_resume(tmp_path, cfg, crash_epoch=1, after_crash=crashed_in_epoch_1)
+    _assert_same_weights(resumed, uninterrupted)
