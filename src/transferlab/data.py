@@ -565,7 +565,6 @@ class TensorDataModule(SplitsDataModule):
         self.test_set = features["test"]
 
 
-
 class StagedDataModule(pl.LightningDataModule):
     """Cached features while the backbone is frozen (the first ``feature_epochs`` epochs), then images.
 
