@@ -200,23 +200,26 @@ def test_concurrent_writers_compute_once_and_leave_a_loadable_cache(tmp_path: Pa
 
 
 def test_a_writer_dying_mid_write_leaves_no_partial_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import safetensors.torch
+    import io
 
-    real_save = safetensors.torch.save_file
+    real_atomic_write = features.atomic_write
 
-    def dying_save(tensors, filename, metadata=None):  # noqa: ANN001
-        real_save(tensors, filename, metadata=metadata)
-        data = Path(filename).read_bytes()
-        Path(filename).write_bytes(data[: len(data) // 2])  # half written, then the process dies
-        raise KeyboardInterrupt
+    def dying_atomic_write(path, write, mode=None):  # noqa: ANN001, ANN202
+        def half_then_die(f):  # noqa: ANN001, ANN202
+            whole = io.BytesIO()
+            write(whole)
+            f.write(whole.getvalue()[: len(whole.getvalue()) // 2])  # half written, then the process dies
+            raise KeyboardInterrupt
+
+        real_atomic_write(path, half_then_die, mode)
 
     data, key = _datasets(), {"test": "dying"}
-    monkeypatch.setattr(safetensors.torch, "save_file", dying_save)
+    monkeypatch.setattr(features, "atomic_write", dying_atomic_write)
     with pytest.raises(KeyboardInterrupt):
         features.cached_features(nn.Linear(4, 3), data, tmp_path, key)
     assert not list(tmp_path.glob("*.safetensors")) and not list(tmp_path.glob("*.tmp"))
 
-    monkeypatch.setattr(safetensors.torch, "save_file", real_save)
+    monkeypatch.setattr(features, "atomic_write", real_atomic_write)
     path = tmp_path / f"{features.cache_key(key)}.safetensors"
     path.write_bytes(b"not a safetensors file")  # a broken entry (e.g. a full disk) is recomputed
     _, hit = features.cached_features(nn.Linear(4, 3), data, tmp_path, key)

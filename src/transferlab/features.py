@@ -5,8 +5,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
-import tempfile
 from contextlib import nullcontext
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from transferlab.results import atomic_write
 
 SPLITS = ("train", "val", "test")
 
@@ -110,7 +110,7 @@ def cached_features(
     a file lock, so one computes while the others wait and then read; writes go to a temporary file
     renamed into place, so no reader ever sees a half-written cache, even without working locks.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(cache_dir) / f"{cache_key(key_parts)}.safetensors"
     features = _load(path)
@@ -126,12 +126,6 @@ def cached_features(
         tensors = {}
         for split, ds in features.items():
             tensors[f"{split}_x"], tensors[f"{split}_y"] = (t.contiguous() for t in ds.tensors)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"key": json.dumps(key_parts, sort_keys=True, default=str)})
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared cache is readable by all
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        data = save(tensors, metadata={"key": json.dumps(key_parts, sort_keys=True, default=str)})
+        atomic_write(path, lambda f: f.write(data), mode=0o644)  # a shared cache is readable by all
     return features, False

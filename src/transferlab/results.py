@@ -107,8 +107,12 @@ def _redact(obj: Any, secrets: set[str]) -> Any:
     return obj
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: int | None = None) -> None:
+    """Write through a temporary file in the same folder, fsync, then rename: readers never see half a file.
+
+    The temporary file is private (``mkstemp``); ``mode`` (e.g. ``0o644`` for a cache other users share)
+    sets the permissions the file ends up with.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -117,6 +121,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -44,7 +44,7 @@ from transferlab.features import cached_features, state_digest
 from transferlab.model import TransferModule
 from transferlab.reproducible import DistributedSync, SafeCheckpointIO, check_checkpoint_fits
 from transferlab.results import (
-    RESULT_FILE, config_hash, is_completed, read_result, redact, redact_text, redacted_argv, resolved, write_json_atomic,
+    RESULT_FILE, atomic_write, config_hash, is_completed, read_result, redact, redact_text, redacted_argv, resolved, write_json_atomic,
 )
 from transferlab.strategies import FreezePolicy, build_policy
 from transferlab.tracking import build_logger, finish_wandb, wandb_info, wandb_summary
@@ -342,7 +342,7 @@ def _relaunches_command(trainer: pl.Trainer) -> bool:
 
 def fit_source(src_cfg: DictConfig, weights_path: Path, work_dir: Path) -> dict[str, float]:
     """Train the source-task model from scratch and save its backbone (no head) as safetensors."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     run = build_run(src_cfg)
     (work_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -352,9 +352,8 @@ def fit_source(src_cfg: DictConfig, weights_path: Path, work_dir: Path) -> dict[
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if last.is_file() else None, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     state = {k: v.detach().cpu().contiguous() for k, v in run.module.backbone.state_dict().items()}
-    tmp = weights_path.with_suffix(".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, weights_path)
+    data = save(state)
+    atomic_write(weights_path, lambda f: f.write(data), mode=0o644)  # the shared source cache is readable by all
     shutil.rmtree(work_dir, ignore_errors=True)
     return metrics
 
@@ -560,9 +559,7 @@ def redact_hydra_files() -> None:
             text = path.read_text()
             clean = redact_text(text)
             if clean != text:  # through a temporary file: parallel jobs may rewrite multirun.yaml at once
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                tmp.write_text(clean)
-                os.replace(tmp, path)
+                atomic_write(path, lambda f: f.write(clean.encode()), mode=0o644)
         except OSError as err:
             log.warning("could not check %s for secrets: %s", path, err)
 
