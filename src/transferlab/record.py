@@ -1,0 +1,182 @@
+"""The per-run record ``result.json``: one typed thing, its status, and the only code that reads or writes it.
+
+The fields are those of ``shared/DESIGN.md`` (``RunRecord``); a field that is None and not marked
+``always`` is left out of the file (e.g. ``error`` of a completed run, ``world_size`` off DDP), and fields
+this version does not know are kept in ``extra`` and written back unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from transferlab.files import read_json, write_json_atomic
+from transferlab.redaction import redact
+
+RESULT_FILE = "result.json"
+
+#: the metric keys a completed record carries (``metrics``), as Lightning logs them
+TEST_ACC = "test/acc"
+TEST_F1 = "test/f1_macro"
+
+
+class Status(str, Enum):
+    """A run's state: ``running`` until it ends ``completed`` or ``failed``; ``interrupted`` when a
+    preemption or time limit stopped it (it resumes when relaunched)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class RecordError(ValueError):
+    """A ``result.json`` that cannot be read as a record (the message says why)."""
+
+
+@dataclass(frozen=True)
+class DataSize:
+    """The training-set size a run asked for: ``per_class`` examples per class when set, else a ``fraction``.
+
+    The one place where per_class wins over fraction; neither set means the whole training split.
+    """
+
+    kind: str  # "fraction" | "per_class"
+    value: float
+
+    @classmethod
+    def of(cls, fraction: float | None, per_class: int | None) -> DataSize:
+        if per_class is not None:
+            return cls("per_class", float(per_class))
+        return cls("fraction", 1.0 if fraction is None else float(fraction))
+
+    @property
+    def fraction(self) -> float | None:
+        return self.value if self.kind == "fraction" else None
+
+    @property
+    def per_class(self) -> int | None:
+        return int(self.value) if self.kind == "per_class" else None
+
+    @property
+    def tag(self) -> str:
+        """Short form for run names: ``f0.1`` or ``pc5``."""
+        return f"f{self.fraction}" if self.kind == "fraction" else f"pc{self.per_class}"
+
+    def describe(self) -> str:
+        """For prose: ``fraction 0.1`` or ``5 per class``."""
+        return f"{self.value:g} per class" if self.kind == "per_class" else f"fraction {self.value:g}"
+
+
+def _always() -> Any:
+    return field(default=None, metadata={"always": True})
+
+
+@dataclass
+class RunRecord:
+    """One run's ``result.json``. Field order is the file's key order."""
+
+    status: Status
+    experiment: str | None = _always()
+    sweep: str | None = _always()
+    dataset: str | None = _always()
+    backbone: str | None = _always()
+    weights: str | None = _always()
+    strategy: str | None = _always()
+    head: str | None = _always()
+    fraction: float | None = _always()
+    per_class: int | None = _always()
+    seed: int | None = _always()
+    config_hash: str | None = _always()
+    transferlab_version: str | None = None
+    host: str | None = None
+    n_train: int | None = None
+    features_cached: bool | None = None  # whether any epoch trained on cached backbone features
+    feature_cache_hit: bool | None = None
+    wandb: dict[str, Any] | None = None
+    resumed_from_epoch: int | None = None
+    resumed_from: str | None = None
+    world_size: int | None = None
+    ranks_in_sync: bool | None = None
+    ddp_mask_mode: bool | None = None
+    metrics: dict[str, float] | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    trainable_params_start: int | None = None
+    train_time_s: float | None = None
+    feature_time_s: float | None = None
+    epochs: int | None = None
+    cached_feature_epochs: int | None = None
+    weights_path: str | None = None
+    output_dir: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # fields this version does not know, kept as read
+
+    @property
+    def size(self) -> DataSize:
+        return DataSize.of(self.fraction, self.per_class)
+
+    @property
+    def completed(self) -> bool:
+        return self.status is Status.COMPLETED
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: ``always`` fields, the others when set, then ``extra``."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if value is not None or f.metadata.get("always"):
+                out[f.name] = value.value if isinstance(value, Status) else value
+        return {**out, **{k: v for k, v in self.extra.items() if k not in out}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        """A record from its JSON object; raises RecordError when ``status`` is missing or unknown."""
+        if not isinstance(data, dict):
+            raise RecordError(f"expected a JSON object, got {type(data).__name__}")
+        try:
+            status = Status(data.get("status"))
+        except ValueError:
+            raise RecordError(f"status is {data.get('status')!r}, not one of {[s.value for s in Status]}") from None
+        known = {f.name for f in dataclasses.fields(cls)} - {"status", "extra"}
+        values = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known and k != "status"}
+        return cls(status=status, **values, extra=extra)
+
+
+def write_record(out_dir: Path, record: RunRecord) -> None:
+    """``out_dir/result.json``, secrets redacted, written atomically (readers never see half a record)."""
+    write_json_atomic(Path(out_dir) / RESULT_FILE, redact(record.to_dict()))
+
+
+def load_record(path: Path) -> RunRecord:
+    """The record in the file ``path``; raises RecordError (or OSError) saying why it cannot be read."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RecordError(f"{type(err).__name__}: {err}") from err
+    return RunRecord.from_dict(data)
+
+
+def read_record(out_dir: Path) -> RunRecord | None:
+    """The record of the run in ``out_dir``, or None when there is none or it cannot be read."""
+    data = read_json(Path(out_dir) / RESULT_FILE)
+    try:
+        return RunRecord.from_dict(data) if data is not None else None
+    except RecordError:
+        return None
+
+
+def is_completed(out_dir: Path, cfg_hash: str) -> RunRecord | None:
+    """The record when ``out_dir`` holds a completed run of the same config, else None."""
+    record = read_record(out_dir)
+    if record is not None and record.completed and record.config_hash == cfg_hash:
+        return record
+    return None
