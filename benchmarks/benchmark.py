@@ -54,6 +54,15 @@ os.environ.setdefault("WANDB_SILENT", "true")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from transferlab.identity import resolved  # noqa: E402
+from transferlab.record import read_record  # noqa: E402
+from transferlab.run.checkpoints import BestWeights, LastCheckpoint  # noqa: E402
+from transferlab.run.context import cache_dir  # noqa: E402
+from transferlab.run.lifecycle import build_run, train  # noqa: E402
+from transferlab.run.source import source_weights, source_weights_path  # noqa: E402
+from transferlab.run.trainer import autocast_dtype, make_trainer  # noqa: E402
+from transferlab.tracking import build_logger  # noqa: E402
+
 CONF = REPO / "conf"
 TARGETS = {"throughput_ratio": 0.95, "lp_speedup": 20.0, "lp_acc_points": 1.0, "study_s": 300.0}
 
@@ -117,8 +126,6 @@ def sync(device: torch.device) -> None:
 
 
 def autocast_for(precision: str, device: torch.device):
-    from transferlab.train import autocast_dtype
-
     dtype = autocast_dtype(precision)
     if dtype is None or precision.endswith("-true"):
         return nullcontext()
@@ -221,10 +228,6 @@ class HandLoop:
 
 def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> dict[str, Any]:
     import pytorch_lightning as pl
-    from transferlab.results import resolved
-    from transferlab.tracking import build_logger
-    from transferlab.checkpoints import BestWeights, LastCheckpoint
-    from transferlab.train import ParameterCounts, build_run, make_trainer
 
     epochs = args.epochs
     overrides = [
@@ -301,7 +304,7 @@ def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> di
     checkpoint = LastCheckpoint(out_dir / "checkpoints", every_s=float(cfg.checkpoint_every_s))
     best = BestWeights(cfg.monitor, cfg.monitor_mode)
     logger = build_logger(cfg.logger, out_dir, resolved(cfg), "benchmark", "benchmark", "finetune", [])
-    trainer = make_trainer(cfg, out_dir, [run.policy, best, checkpoint, ParameterCounts(run.policy), timer], logger,
+    trainer = make_trainer(cfg, out_dir, [run.policy, best, checkpoint, timer], logger,
                            n_train=n_steps * args.batch_size, checkpoints=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
@@ -401,18 +404,7 @@ def precision_layout(args: argparse.Namespace, device: torch.device) -> dict[str
 
 
 # ---- 2. linear probe: cached vs recomputed ---------------------------------------------------------
-def source_path(cfg) -> Path:  # noqa: ANN001
-    from transferlab.features import cache_key
-    from transferlab.source import source_config, source_key
-    from transferlab.train import cache_dir
-
-    return cache_dir(cfg) / "source" / f"{cfg.backbone.name}-{cache_key(source_key(source_config(cfg)))}.safetensors"
-
-
 def linear_probe(args: argparse.Namespace, device: torch.device, work: Path, img_size: int = 0) -> dict[str, Any]:
-    from transferlab.results import read_result
-    from transferlab.train import train
-
     base = ["experiment=digits_transfer", "strategy=linear_probe", f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
             f"trainer.max_epochs={args.lp_epochs}",
             "trainer.enable_progress_bar=false", "logger=csv", "seed=0"]
@@ -423,13 +415,10 @@ def linear_probe(args: argparse.Namespace, device: torch.device, work: Path, img
     weights, source_s = "null", None
     if args.lp_weights in ("auto", "source"):
         cfg = compose(base)
-        path = source_path(cfg)
+        path = source_weights_path(cfg, cache_dir(cfg))
         if path.is_file():
             weights = str(path)
         elif args.lp_weights == "source":
-            from transferlab.source import source_weights
-            from transferlab.train import cache_dir
-
             start = time.perf_counter()
             weights = str(source_weights(cfg, cache_dir(cfg)))
             source_s = round(time.perf_counter() - start, 1)
@@ -442,9 +431,11 @@ def linear_probe(args: argparse.Namespace, device: torch.device, work: Path, img
         start = time.perf_counter()
         metrics = train(cfg, out_dir=out)
         wall = time.perf_counter() - start
-        record = read_result(out) or {}
-        row = {"wall_s": round(wall, 2), "test_acc": round(metrics["test/acc"], 4), "train_time_s": record.get("train_time_s"),
-               "feature_time_s": record.get("feature_time_s"), "feature_cache_hit": record.get("feature_cache_hit")}
+        record = read_record(out)
+        row = {"wall_s": round(wall, 2), "test_acc": round(metrics["test/acc"], 4),
+               "train_time_s": record.train_time_s if record else None,
+               "feature_time_s": record.feature_time_s if record else None,
+               "feature_cache_hit": record.feature_cache_hit if record else None}
         print(f"  linear probe {name}: {row}", flush=True)
         return row
 

@@ -73,7 +73,8 @@ def crash_then_resume(
     from the ``last.ckpt`` written at each epoch end (``after_crash`` sees it first). Returns both final state dicts."""
     from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
-    from transferlab.train import build_run, make_trainer
+    from transferlab.run.lifecycle import build_run
+    from transferlab.run.trainer import make_trainer
 
     class Crash(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
@@ -96,3 +97,11 @@ def crash_then_resume(
     if after_crash is not None:
         after_crash(tmp_path / "b" / "last.ckpt")
     return uninterrupted, fit("b", crash=False, resume=True)
+
+
+def read_result(out: Path) -> dict | None:
+    """The run's ``result.json`` as a plain dict (None when missing or unreadable)."""
+    from transferlab.files import read_json
+    from transferlab.record import RESULT_FILE
+
+    return read_json(Path(out) / RESULT_FILE)

@@ -20,9 +20,10 @@ from safetensors.torch import save_file
 
 from conftest import make_cfg
 from transferlab.errors import ConfigError, DataError, TrainingDiverged, TransferlabError, WeightsError
-from transferlab.model import TransferModule
-from transferlab.results import config_hash, write_json_atomic
-from transferlab.train import train
+from transferlab.model.module import TransferModule
+from transferlab.files import write_json_atomic
+from transferlab.identity import config_hash
+from transferlab.run.lifecycle import train
 
 BASE = ["backbone.name=test_resnet", "backbone.weights=null"]
 

@@ -112,7 +112,7 @@ def run_overrides(tmp: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
     """One completed fine-tune run on a folder tree (with augmentation and mixup on)."""
-    from transferlab.train import train
+    from transferlab.run.lifecycle import train
 
     tmp = tmp_path_factory.mktemp("folder_run")
     root = make_tree(tmp / "tree", COUNTS)
@@ -138,7 +138,7 @@ def test_folder_tree_trains_end_to_end(folder_run):
 
 
 def test_manifest_trains_end_to_end(tmp_path):
-    from transferlab.train import train
+    from transferlab.run.lifecycle import train
 
     file = make_manifest(tmp_path, COUNTS)
     cfg = compose(run_overrides(tmp_path, "dataset=manifest", f"dataset.path={file}", "dataset.per_class=2",
@@ -155,7 +155,7 @@ def test_manifest_trains_end_to_end(tmp_path):
 def test_bad_input_never_loses_a_finished_result(folder_run, tmp_path):
     """A bad config aimed at a finished run's folder is refused before anything is written;
     a bad input in a fresh folder leaves a `failed` record naming the problem, never `completed`."""
-    from transferlab.train import train
+    from transferlab.run.lifecycle import train
 
     before = (folder_run.out / "result.json").read_text()
     bad = compose(run_overrides(tmp_path, "dataset=folder", f"dataset.root={tmp_path / 'nowhere'}"))
@@ -397,7 +397,7 @@ def test_augmentation_trains_only(tmp_path):
 
 def test_cached_feature_run_ignores_augmentation(tmp_path):
     from transferlab.data import TensorDataModule
-    from transferlab.train import build_run
+    from transferlab.run.lifecycle import build_run
 
     root = make_tree(tmp_path / "tree", {"a": 6, "b": 6})
     cfg = compose(run_overrides(tmp_path, "dataset=folder", f"dataset.root={root}", "strategy=linear_probe",
@@ -414,7 +414,7 @@ def test_cached_feature_run_ignores_augmentation(tmp_path):
 
 
 def test_mixup_soft_targets_with_odd_batch():
-    from transferlab.model import TransferModule
+    from transferlab.model.module import TransferModule
 
     module = TransferModule("test_resnet", num_classes=3, mixup={"mixup_alpha": 0.4}, label_smoothing=0.0)
     x, y = torch.randn(5, 3, 16, 16), torch.tensor([0, 1, 2, 1, 0])

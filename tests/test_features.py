@@ -14,9 +14,10 @@ from torch.utils.data import TensorDataset
 
 from conftest import crash_then_resume
 import transferlab.features as features
-import transferlab.model
-from transferlab.results import read_result
-from transferlab.train import build_run, config_dir, train
+import transferlab.model.module
+from conftest import read_result
+from transferlab.run.lifecycle import build_run, train
+from transferlab.train import config_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -77,7 +78,7 @@ def test_cached_and_uncached_probes_reach_the_same_head(tmp_path: Path) -> None:
 
 def test_second_run_reuses_the_cache_without_calling_the_backbone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"extract": 0, "backbone": 0}
-    real_extract, real_create = features.extract, transferlab.model.create_backbone
+    real_extract, real_create = features.extract, transferlab.model.module.create_backbone
 
     def counting_extract(*args, **kwargs):
         calls["extract"] += 1
@@ -89,7 +90,7 @@ def test_second_run_reuses_the_cache_without_calling_the_backbone(tmp_path: Path
         return backbone
 
     monkeypatch.setattr(features, "extract", counting_extract)
-    monkeypatch.setattr(transferlab.model, "create_backbone", counting_backbone)
+    monkeypatch.setattr(transferlab.model.module, "create_backbone", counting_backbone)
     cfg = make_cfg(tmp_path, "trainer.max_epochs=1")
 
     train(cfg, out_dir=tmp_path / "first")
@@ -111,7 +112,7 @@ def _save_weights(path: Path, scale: float) -> str:
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
-    backbone = transferlab.model.create_backbone("test_resnet")
+    backbone = transferlab.model.module.create_backbone("test_resnet")
     save_file({k: (v * scale if v.is_floating_point() else v).contiguous() for k, v in backbone.state_dict().items()}, str(path))
     return str(path)
 
@@ -235,13 +236,13 @@ LP_FT = ["strategy=lp_ft", "strategy.lp_epochs=2", "trainer.max_epochs=3", "seed
 def test_lp_ft_trains_its_probe_epochs_on_cached_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The backbone never runs while it is frozen (epochs < lp_epochs); the result equals the uncached run."""
     calls: list[tuple[str, int]] = []
-    real_features = transferlab.model.TransferModule.features
+    real_features = transferlab.model.module.TransferModule.features
 
     def spy(self, x):  # noqa: ANN001, ANN202
         calls.append((self.trainer.state.stage.value, self.current_epoch))
         return real_features(self, x)
 
-    monkeypatch.setattr(transferlab.model.TransferModule, "features", spy)
+    monkeypatch.setattr(transferlab.model.module.TransferModule, "features", spy)
     states, records, seen = {}, {}, {}
     for cache in (True, False):
         calls.clear()
@@ -276,7 +277,7 @@ def test_cached_lp_ft_resumes_to_the_uninterrupted_weights(tmp_path: Path, crash
 
 def test_staged_data_on_a_trainer_that_never_reloads_is_refused(tmp_path: Path) -> None:
     from transferlab.errors import ConfigError
-    from transferlab.train import make_trainer
+    from transferlab.run.trainer import make_trainer
 
     cfg = make_cfg(tmp_path, *LP_FT)
     run = build_run(cfg)

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from conftest import FAST, ROOT, crash_then_resume, make_cfg
-from transferlab.reproducible import EpochSampler, SafeCheckpointIO, load_checkpoint_safely
-from transferlab.strategies import Gradual
-from transferlab.train import train
+from transferlab.reproducible import EpochSampler
+from transferlab.run.checkpoints import SafeCheckpointIO, load_checkpoint_safely
+from transferlab.strategies.policies import Gradual
+from transferlab.run.lifecycle import train
 
 #: gradual unfreezing (schedule state), an MLP head with dropout (RNG state), AdamW + cosine (optimizer and
 #: LR-schedule state): what a resume must restore.
@@ -33,7 +34,7 @@ RESUMABLE = [
 PAUSING_CLI = """
 import os, time
 from pathlib import Path
-from transferlab import model
+from transferlab.model import module as model
 marker = Path(os.environ["TL_TEST_PAUSE_MARKER"])
 at = tuple(int(v) for v in os.environ["TL_TEST_PAUSE_AT"].split(":"))
 step = model.TransferModule.training_step

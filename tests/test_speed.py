@@ -10,11 +10,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import transferlab.train
+import transferlab.run.lifecycle
 from transferlab.errors import ConfigError
-from transferlab.model import TransferModule
-from transferlab.results import read_result
-from transferlab.train import autocast_dtype, config_dir, train
+from transferlab.model.module import TransferModule
+from conftest import read_result
+from transferlab.run.lifecycle import train
+from transferlab.run.trainer import autocast_dtype
+from transferlab.train import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,7 +122,7 @@ def test_last_checkpoint_is_written_as_configured_and_resumed_from(
             if trainer.current_epoch == self.kill_at:
                 raise Interrupt
 
-    real_make_trainer = transferlab.train.make_trainer
+    real_make_trainer = transferlab.run.lifecycle.make_trainer
 
     def with_watch(kill_at):  # noqa: ANN001, ANN202
         return lambda cfg, out_dir, callbacks, *a, **k: real_make_trainer(cfg, out_dir, [*callbacks, Watch(kill_at)], *a, **k)
@@ -128,12 +130,12 @@ def test_last_checkpoint_is_written_as_configured_and_resumed_from(
     run_cfg = cfg("strategy=scratch", "backbone.name=test_resnet", "backbone.weights=null", "dataset.fraction=0.1",
                   "logger=none", "trainer.max_epochs=3", "trainer.enable_progress_bar=false", f"checkpoint_every_s={every_s}",
                   f"paths.cache_dir={tmp_path / 'cache'}")
-    monkeypatch.setattr(transferlab.train, "make_trainer", with_watch(2))
+    monkeypatch.setattr(transferlab.run.lifecycle, "make_trainer", with_watch(2))
     with pytest.raises(Interrupt):
         train(run_cfg, out_dir=tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file() is (every_s == 0)
     starts.clear()
-    monkeypatch.setattr(transferlab.train, "make_trainer", with_watch(None))
+    monkeypatch.setattr(transferlab.run.lifecycle, "make_trainer", with_watch(None))
     train(run_cfg, out_dir=tmp_path / "run")
     assert starts[0] == resumed_at and starts[-1] == 2
     record = read_result(tmp_path / "run")

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import FAMILIES, make_cfg
+from conftest import FAMILIES, ROOT, make_cfg
+from transferlab.errors import ConfigError
 from transferlab.data import StagedDataModule
-from transferlab.strategies import Finetune, Gradual, LinearProbe, LpFt
-from transferlab.train import Run, build_run, make_trainer
+from transferlab.strategies.policies import Finetune, Gradual, LinearProbe, LpFt
+from transferlab.run.assembly import Run
+from transferlab.run.lifecycle import build_run
+from transferlab.run.trainer import make_trainer
 
 COMMON = ["backbone.weights=null", "dataset.fraction=0.15", "dataset.batch_size=32"]
 
@@ -155,3 +159,29 @@ def test_every_strategy_trains_every_family(tmp_path: Path, family: str, strateg
     assert any(k.startswith("head.") for k in changed)
     backbone_moved = any(k.startswith("backbone.") for k in changed)
     assert backbone_moved == (strategy != "linear_probe"), f"{strategy}: backbone moved={backbone_moved}"
+
+
+def test_bitfit_the_readme_example_trains_the_biases_and_the_head_only(tmp_path: Path) -> None:
+    """README "Add a strategy": the class it shows is the shipped one, and ``strategy=bitfit`` does what it says."""
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"```python\n(class BitFit\(FreezePolicy\):.*?)```", readme, re.S)
+    assert shown, "README.md lacks the BitFit example"
+    assert shown.group(1).strip() in (ROOT / "src/transferlab/strategies/bitfit.py").read_text()
+    assert (ROOT / "conf/strategy/bitfit.yaml").read_text().strip() in readme
+    run, before = _fit(tmp_path, "backbone.name=test_resnet", "strategy=bitfit")
+    params = dict(run.module.named_parameters())
+    moved = {k for k in _changed(run, before) if k in params}
+    expected = {n for n in params if n.startswith("head.") or n.endswith(".bias")}
+    assert {n for n, p in params.items() if p.requires_grad} == expected
+    # timm zero-initialises each block's last BatchNorm scale, so the biases before it get no gradient at all
+    assert moved <= expected, f"frozen weights moved: {sorted(moved - expected)[:5]}"
+    assert any(n.startswith("backbone.") and n.endswith(".bias") for n in moved), "no backbone bias trained"
+    assert run.policy.parameter_counts(run.module)[0] == sum(params[n].numel() for n in expected)
+
+
+def test_a_strategy_outside_the_package_is_named_by_its_target(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, *COMMON, "strategy=scratch", "+strategy._target_=transferlab.strategies.bitfit.BitFit")
+    assert type(build_run(cfg).policy).__name__ == "BitFit"
+    bad = make_cfg(tmp_path, *COMMON, "strategy=scratch", "+strategy._target_=collections.OrderedDict")
+    with pytest.raises(ConfigError, match=r"strategy._target_='collections.OrderedDict' is not a transferlab FreezePolicy"):
+        build_run(bad)

@@ -362,7 +362,7 @@ def test_wandb_falls_back_to_offline_then_to_no_wandb(tmp_path: Path, monkeypatc
     import wandb
 
     from transferlab import tracking
-    from transferlab.train import train
+    from transferlab.run.lifecycle import train
 
     monkeypatch.setattr(tracking, "wandb_mode", lambda requested: "online")  # as if a key and network were there
     real_init = wandb.init
@@ -401,7 +401,7 @@ def test_failed_job_finishes_its_wandb_run_and_the_next_job_gets_its_own(tmp_pat
     import pytorch_lightning as pl
     import wandb
 
-    from transferlab.train import train
+    from transferlab.run.lifecycle import train
 
     monkeypatch.setenv("TRANSFERLAB_TEST_TOKEN", "tok-0123456789abcdef")
     real_fit = pl.Trainer.fit

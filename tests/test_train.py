@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from conftest import ROOT, make_cfg
 from transferlab.errors import ConfigError, WeightsError
-from transferlab.train import train
+from transferlab.run.lifecycle import train
 
 
 def _result(out: Path) -> dict:
@@ -80,7 +80,7 @@ def test_weights_file_with_classifier_is_loaded_into_the_headless_backbone(tmp_p
     path = tmp_path / "w.pth"
     torch.save(source.state_dict(), path)
     cfg = make_cfg(tmp_path, "backbone.name=test_resnet", f"backbone.weights={path}", "strategy=linear_probe")
-    from transferlab.train import build_run
+    from transferlab.run.lifecycle import build_run
 
     module = build_run(cfg).module
     assert torch.equal(module.backbone.conv1[0].weight, source.conv1[0].weight)

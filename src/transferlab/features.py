@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from transferlab.results import atomic_write
+from transferlab.files import atomic_write
 
 SPLITS = ("train", "val", "test")
 

@@ -1,8 +1,10 @@
 """The per-run record ``result.json``: one typed thing, its status, and the only code that reads or writes it.
 
-The fields are those of ``shared/DESIGN.md`` (``RunRecord``); a field that is None and not marked
-``always`` is left out of the file (e.g. ``error`` of a completed run, ``world_size`` off DDP), and fields
-this version does not know are kept in ``extra`` and written back unchanged.
+The fields are those of ``shared/DESIGN.md`` (``RunRecord``). What the run is (identity fields) is always
+written; what it measured is written once set, and every field once completed (null where it does not
+apply, e.g. ``weights_path`` of scratch), except the fields only some runs have (``error``, ``world_size``
+under DDP, ``resumed_from_epoch``), which appear only when set. Fields this version does not know are
+kept in ``extra`` and written back unchanged.
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ class DataSize:
     @classmethod
     def of(cls, fraction: float | None, per_class: int | None) -> DataSize:
         if per_class is not None:
-            return cls("per_class", float(per_class))
-        return cls("fraction", 1.0 if fraction is None else float(fraction))
+            return cls("per_class", per_class)
+        return cls("fraction", 1.0 if fraction is None else fraction)  # as given: run names say f1 for 1
 
     @property
     def fraction(self) -> float | None:
@@ -72,8 +74,14 @@ class DataSize:
         return f"{self.value:g} per class" if self.kind == "per_class" else f"fraction {self.value:g}"
 
 
-def _always() -> Any:
-    return field(default=None, metadata={"always": True})
+def _identity() -> Any:
+    """A field that says what the run is: always written."""
+    return field(default=None, metadata={"write": "always"})
+
+
+def _optional() -> Any:
+    """A field only some runs have: written only when set."""
+    return field(default=None, metadata={"write": "when set"})
 
 
 @dataclass
@@ -81,28 +89,28 @@ class RunRecord:
     """One run's ``result.json``. Field order is the file's key order."""
 
     status: Status
-    experiment: str | None = _always()
-    sweep: str | None = _always()
-    dataset: str | None = _always()
-    backbone: str | None = _always()
-    weights: str | None = _always()
-    strategy: str | None = _always()
-    head: str | None = _always()
-    fraction: float | None = _always()
-    per_class: int | None = _always()
-    seed: int | None = _always()
-    config_hash: str | None = _always()
+    experiment: str | None = _identity()
+    sweep: str | None = _identity()
+    dataset: str | None = _identity()
+    backbone: str | None = _identity()
+    weights: str | None = _identity()
+    strategy: str | None = _identity()
+    head: str | None = _identity()
+    fraction: float | None = _identity()
+    per_class: int | None = _identity()
+    seed: int | None = _identity()
+    config_hash: str | None = _identity()
     transferlab_version: str | None = None
     host: str | None = None
     n_train: int | None = None
     features_cached: bool | None = None  # whether any epoch trained on cached backbone features
     feature_cache_hit: bool | None = None
     wandb: dict[str, Any] | None = None
-    resumed_from_epoch: int | None = None
+    resumed_from_epoch: int | None = _optional()
     resumed_from: str | None = None
-    world_size: int | None = None
-    ranks_in_sync: bool | None = None
-    ddp_mask_mode: bool | None = None
+    world_size: int | None = _optional()
+    ranks_in_sync: bool | None = _optional()
+    ddp_mask_mode: bool | None = _optional()
     metrics: dict[str, float] | None = None
     trainable_params: int | None = None
     total_params: int | None = None
@@ -113,8 +121,8 @@ class RunRecord:
     cached_feature_epochs: int | None = None
     weights_path: str | None = None
     output_dir: str | None = None
-    error: str | None = None
-    traceback: str | None = None
+    error: str | None = _optional()
+    traceback: str | None = _optional()
     extra: dict[str, Any] = field(default_factory=dict)  # fields this version does not know, kept as read
 
     @property
@@ -126,13 +134,14 @@ class RunRecord:
         return self.status is Status.COMPLETED
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object: ``always`` fields, the others when set, then ``extra``."""
+        """The JSON object (see the module docstring for which fields are written), then ``extra``."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             if f.name == "extra":
                 continue
             value = getattr(self, f.name)
-            if value is not None or f.metadata.get("always"):
+            rule = f.metadata.get("write")
+            if value is not None or rule == "always" or (self.completed and rule != "when set"):
                 out[f.name] = value.value if isinstance(value, Status) else value
         return {**out, **{k: v for k, v in self.extra.items() if k not in out}}
 

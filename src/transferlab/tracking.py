@@ -14,7 +14,7 @@ from typing import Any
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 from transferlab.errors import ConfigError
-from transferlab.results import redact
+from transferlab.redaction import redact
 
 log = logging.getLogger(__name__)
 

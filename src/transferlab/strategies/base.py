@@ -1,10 +1,13 @@
-"""Transfer strategies as freeze policies: Lightning callbacks separate from the model.
+"""The freeze policy: a Lightning callback, separate from the model, that decides what trains at each epoch.
 
-Each policy answers one question, ``trainable_top_blocks(epoch, n_blocks)``: how many of the
-backbone's blocks (timm ``group_matcher`` stages, counted from the top) train at ``epoch``.
-The head always trains. Frozen blocks get ``requires_grad=False`` and their modules are kept in
-eval mode (BatchNorm statistics do not move). The optimizer holds every parameter from the start,
-so nothing is added mid-training; the policy's state is saved in checkpoints and restored on resume.
+A policy answers ``trainable_parameters(module, epoch)``; the default counts backbone blocks (timm
+``group_matcher`` stages) from the top with ``trainable_top_blocks(epoch, n_blocks)``. The head always
+trains. Frozen blocks get ``requires_grad=False`` and their modules are kept in eval mode (BatchNorm
+statistics do not move). The optimizer holds every parameter from the start, so nothing is added
+mid-training; the policy's state is saved in checkpoints and restored on resume.
+
+A policy also owns its optimisation options: the backbone's LR scale, layer-wise LR decay, whether its
+head-only epochs train on cached backbone features, and its parameter counts (logged at the start).
 
 Under DDP (world size > 1) a policy whose schedule changes over epochs (``static = False``: gradual,
 lp_ft) runs in *mask mode*: torch DDP only all-reduces parameters that required grad when it wrapped
@@ -15,7 +18,6 @@ Static policies keep ``requires_grad=False``: DDP never sees their frozen parame
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
@@ -23,12 +25,14 @@ from torch import nn
 
 from transferlab.errors import ConfigError
 
-#: strategy config keys that configure the optimizer or data, not the freeze policy
-COMMON_KEYS = frozenset({"name", "backbone_lr_scale", "layer_decay", "cache_features"})
-
 
 class FreezePolicy(pl.Callback):
-    """Base policy. Subclasses set ``name``, ``pretrained`` and ``trainable_top_blocks``."""
+    """Base policy. Subclasses set ``name`` and ``trainable_top_blocks`` (or ``trainable_parameters``).
+
+    ``backbone_lr_scale``: the backbone's LR as a multiple of the head's. ``layer_decay``: each layer
+    below the top gets another ×``layer_decay`` (None: off). ``cache_features``: the epochs that train
+    the head alone run on pre-computed backbone features.
+    """
 
     name: ClassVar[str]
     pretrained: ClassVar[bool] = True
@@ -37,41 +41,66 @@ class FreezePolicy(pl.Callback):
     #: whether what trains stays the same for the whole run (False: the schedule changes over epochs)
     static: ClassVar[bool] = True
 
-    def __init__(self) -> None:
+    def __init__(self, backbone_lr_scale: float = 1.0, layer_decay: float | None = None, cache_features: bool = False) -> None:
+        if not 0 < float(backbone_lr_scale) <= 1e3:
+            raise ConfigError(f"strategy.backbone_lr_scale={backbone_lr_scale} must be > 0 (e.g. 0.1).")
+        if layer_decay is not None and not 0 < float(layer_decay) <= 1:
+            raise ConfigError(f"strategy.layer_decay={layer_decay} must be in (0, 1], or null to turn it off.")
+        self.backbone_lr_scale = float(backbone_lr_scale)
+        self.layer_decay = None if layer_decay is None else float(layer_decay)
+        self.cache_features = bool(cache_features)
         self.n_trainable_blocks: int | None = None
-        #: names of the parameters that train now (the head's and the unfrozen blocks')
+        #: names of the parameters that train now (the head's and the unfrozen backbone's)
         self.trainable: set[str] = set()
         #: DDP with a changing schedule: all parameters require grad, frozen ones are masked (see module doc)
         self.mask_mode = False
+        #: (trainable, total) parameter counts when training started
+        self.counts_at_start: tuple[int, int] | None = None
         self._frozen_modules: list[nn.Module] = []
 
+    # ---- what trains -----------------------------------------------------------------------------
     def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
         raise NotImplementedError
+
+    def trainable_parameters(self, module: nn.Module, epoch: int) -> set[str]:
+        """Names of the parameters that train at ``epoch``: the head's and those of the top blocks."""
+        blocks: list[list[str]] = module.blocks
+        top = {name for block in blocks[len(blocks) - self.top_blocks(epoch, len(blocks)) :] for name in block}
+        return {name for name, _ in module.named_parameters() if not name.startswith("backbone.") or name in top}
+
+    def top_blocks(self, epoch: int, n_blocks: int) -> int:
+        """``trainable_top_blocks`` clipped to the backbone's ``n_blocks``."""
+        return min(n_blocks, max(0, self.trainable_top_blocks(epoch, n_blocks)))
 
     def validate(self, n_blocks: int) -> None:
         """Raise ConfigError when the policy does not fit a backbone of ``n_blocks`` blocks."""
 
-    def head_only_epochs(self, n_blocks: int, max_epochs: int) -> int:
-        """How many leading epochs (of ``max_epochs``) train the head alone, the whole backbone frozen.
+    @property
+    def features_only(self) -> bool:
+        """Whether every epoch trains on cached features (the backbone frozen throughout, caching on)."""
+        return self.cache_features and self.frozen_backbone
 
-        Those epochs can train on cached backbone features (linear_probe: all of them; lp_ft: its
-        ``lp_epochs``; gradual: the epochs before its first milestone).
-        """
+    def head_only_epochs(self, module: nn.Module, max_epochs: int) -> int:
+        """How many leading epochs (of ``max_epochs``) train the head alone, the whole backbone frozen."""
         epoch = 0
-        while epoch < max_epochs and self.trainable_top_blocks(epoch, n_blocks) == 0:
+        while epoch < max_epochs and not any(n.startswith("backbone.") for n in self.trainable_parameters(module, epoch)):
             epoch += 1
         return epoch
+
+    def cached_feature_epochs(self, module: nn.Module, max_epochs: int) -> int:
+        """The leading epochs that train on cached features (linear_probe: all; lp_ft: its ``lp_epochs``;
+        gradual: those before its first milestone), 0 without ``cache_features``."""
+        if not self.cache_features:
+            return 0
+        return max_epochs if self.frozen_backbone else self.head_only_epochs(module, max_epochs)
 
     # ---- applying --------------------------------------------------------------------------------
     def apply(self, module: pl.LightningModule, epoch: int) -> None:
         """Set ``requires_grad`` and module modes for ``epoch``."""
-        blocks: list[list[str]] = module.blocks
-        k = min(len(blocks), max(0, self.trainable_top_blocks(epoch, len(blocks))))
-        top = {name for block in blocks[len(blocks) - k :] for name in block}
-        self.trainable = {name for name, _ in module.named_parameters() if not name.startswith("backbone.") or name in top}
+        self.trainable = self.trainable_parameters(module, epoch)
         for name, param in module.named_parameters():
             param.requires_grad_(self.mask_mode or name in self.trainable)
-        self.n_trainable_blocks = k
+        self.n_trainable_blocks = self.top_blocks(epoch, len(module.blocks))
         self._frozen_modules = _maximal_frozen_modules(module.backbone, "backbone", self.trainable)
         if module.training:
             self.set_frozen_eval()
@@ -105,6 +134,9 @@ class FreezePolicy(pl.Callback):
         # the restored epoch after a resume (Lightning restores its loops after on_fit_start), so the
         # counts logged at the start of a resumed run are the resumed epoch's
         self.apply(pl_module, trainer.current_epoch)
+        self.counts_at_start = self.parameter_counts(pl_module)
+        for logger in trainer.loggers:
+            logger.log_metrics({"params/trainable": self.counts_at_start[0], "params/total": self.counts_at_start[1]}, step=0)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         before = self.n_trainable_blocks
@@ -152,103 +184,3 @@ def _maximal_frozen_modules(root: nn.Module, prefix: str, trainable: set[str]) -
 
     visit(root, prefix)
     return found
-
-
-class Scratch(FreezePolicy):
-    """Random initialisation; everything trains."""
-
-    name = "scratch"
-    pretrained = False
-
-    def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
-        return n_blocks
-
-
-class LinearProbe(FreezePolicy):
-    """Feature extraction: the backbone is frozen and in eval mode; only the head trains."""
-
-    name = "linear_probe"
-    frozen_backbone = True
-
-    def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
-        return 0
-
-
-class Finetune(FreezePolicy):
-    """All blocks (``unfreeze_top_k=None``) or the top k train, the backbone at a scaled-down LR."""
-
-    name = "finetune"
-
-    def __init__(self, unfreeze_top_k: int | None = None) -> None:
-        super().__init__()
-        self.unfreeze_top_k = unfreeze_top_k
-
-    def validate(self, n_blocks: int) -> None:
-        k = self.unfreeze_top_k
-        if k is not None and not 0 <= k <= n_blocks:
-            raise ConfigError(
-                f"strategy.unfreeze_top_k={k}, but this backbone has {n_blocks} blocks (timm group_matcher "
-                f"stages). Fix: use 0..{n_blocks}, or null to fine-tune all of them."
-            )
-
-    def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
-        return n_blocks if self.unfreeze_top_k is None else self.unfreeze_top_k
-
-
-class Gradual(FreezePolicy):
-    """Gradual unfreezing: the head first, then ``blocks_per_milestone`` more blocks from the top
-    at each epoch in ``milestones``; blocks never reached stay frozen."""
-
-    name = "gradual"
-    static = False
-
-    def __init__(self, milestones: Sequence[int] = (1, 2, 3, 4), blocks_per_milestone: int = 1) -> None:
-        super().__init__()
-        self.milestones = sorted(int(m) for m in milestones)
-        self.blocks_per_milestone = int(blocks_per_milestone)
-
-    def validate(self, n_blocks: int) -> None:
-        if not self.milestones or self.milestones[0] < 1:
-            raise ConfigError(
-                f"strategy.milestones={self.milestones} must be epochs ≥ 1 (epoch 0 trains the head alone)."
-            )
-        if self.blocks_per_milestone < 1:
-            raise ConfigError(f"strategy.blocks_per_milestone={self.blocks_per_milestone} must be ≥ 1.")
-
-    def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
-        return self.blocks_per_milestone * sum(1 for m in self.milestones if epoch >= m)
-
-
-class LpFt(FreezePolicy):
-    """LP-FT: ``lp_epochs`` of linear probing, then every block fine-tunes at the backbone's low LR."""
-
-    name = "lp_ft"
-    static = False
-
-    def __init__(self, lp_epochs: int = 3) -> None:
-        super().__init__()
-        self.lp_epochs = int(lp_epochs)
-
-    def validate(self, n_blocks: int) -> None:
-        if self.lp_epochs < 1:
-            raise ConfigError(f"strategy.lp_epochs={self.lp_epochs} must be ≥ 1 (use strategy=finetune for 0).")
-
-    def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
-        return 0 if epoch < self.lp_epochs else n_blocks
-
-
-POLICIES: dict[str, type[FreezePolicy]] = {
-    cls.name: cls for cls in (Scratch, LinearProbe, Finetune, Gradual, LpFt)
-}
-
-
-def build_policy(strategy: Mapping[str, Any]) -> FreezePolicy:
-    """The freeze policy for a ``strategy`` config (its ``name`` plus the policy's own arguments)."""
-    name = strategy.get("name")
-    if name not in POLICIES:
-        raise ConfigError(f"strategy={name!r} is unknown; choose one of {sorted(POLICIES)}.")
-    kwargs = {k: v for k, v in strategy.items() if k not in COMMON_KEYS}
-    try:
-        return POLICIES[name](**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"strategy={name}: {err}. Remove or rename the unknown strategy.* key.") from err

@@ -1,4 +1,11 @@
-"""Checkpoints that cost little on short runs: the best weights in memory, ``last.ckpt`` at epoch ends.
+"""Checkpoints: cheap on short runs, atomic to write, safe to read.
+
+- ``BestWeights`` and ``LastCheckpoint``: the best weights in memory, ``last.ckpt`` at epoch ends.
+- ``SafeCheckpointIO``: checkpoints written to a temporary file in the same folder and renamed into place
+  (a kill never leaves half a ``last.ckpt``), read back with ``torch.load(weights_only=True)`` (no pickled
+  code runs).
+- ``check_checkpoint_fits``: a resume checkpoint from another backbone or class count fails with the keys
+  and shapes that differ, before Lightning touches it.
 
 Lightning's ModelCheckpoint writes the whole model (and optimizer state) to disk at every improvement;
 on a CPU study of seconds-long runs that I/O dominates. Here the best validation weights are copied in
@@ -10,12 +17,19 @@ previous write (``every_s=0``: every epoch).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback
+from torch import nn
+
+from transferlab.errors import WeightsError
+from transferlab.files import atomic_write
+from transferlab.model.backbone import describe_load_error
 
 LAST = "last.ckpt"
 BEST = "best.pt"
@@ -85,3 +99,58 @@ class LastCheckpoint(Callback):
         write leaves the previous ``last.ckpt`` intact."""
         trainer.save_checkpoint(str(self.path))
         self._saved_at = time.monotonic()
+
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Atomic checkpoint writes (same-folder temporary file + rename) and ``weights_only`` reads."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("SafeCheckpointIO takes no storage_options")
+        atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return load_checkpoint_safely(Path(path))
+
+
+def load_checkpoint_safely(path: Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of a Lightning checkpoint, with an error that says what to do."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint file not found: {path}")
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the fix
+        raise WeightsError(
+            f"cannot load checkpoint {path} safely: {describe_load_error(err)}. "
+            f"Fix: delete {path} (the run then starts over), or resume only from checkpoints written by transferlab."
+        ) from err
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+        raise WeightsError(
+            f"{path} is not a Lightning checkpoint (no state_dict). Fix: delete it, the run then starts over."
+        )
+    return dict(ckpt)
+
+
+def check_checkpoint_fits(module: nn.Module, path: Path) -> dict[str, Any]:
+    """Load ``path`` safely and check its weights have the module's keys and shapes; return it."""
+    ckpt = load_checkpoint_safely(path)
+    state: Mapping[str, Any] = ckpt["state_dict"]
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        hp = ckpt.get("hyper_parameters") or {}
+        written_by = f" (written for backbone {hp.get('backbone')!r}, {hp.get('num_classes')} classes)" if hp else ""
+        parts = [f"{len(items)} {what} {items[:5]}" for what, items in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if items]
+        raise WeightsError(
+            f"checkpoint {path}{written_by} does not fit this run's model: {', '.join(parts)}. "
+            f"Fix: resume with the config that wrote it, or delete {path.parent} to start this run over."
+        )
+    return ckpt

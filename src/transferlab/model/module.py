@@ -9,35 +9,29 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torchmetrics
+from timm.data import Mixup
+from timm.data.mixup import mixup_target
 from torch import nn
 
-from transferlab.backbone import backbone_blocks, create_backbone, load_weights_file
 from transferlab.errors import ConfigError, TrainingDiverged
-from transferlab.heads import build_head
-
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "adamw": torch.optim.AdamW,
-    "adam": torch.optim.Adam,
-    "sgd": torch.optim.SGD,
-}
-
-#: optimizers whose fused (single-kernel) implementation is used unless ``optimizer.kwargs.fused=false``
-FUSED_BY_DEFAULT = frozenset({"adam", "adamw"})
+from transferlab.model.backbone import backbone_blocks, create_backbone, load_weights_file
+from transferlab.model.heads import build_head
+from transferlab.model.optim import build_optimizer, check_optimizer, lr_schedule, param_groups
 
 
 class TransferModule(pl.LightningModule):
     """A timm backbone (by name) with a linear or MLP head.
 
     Takes plain values and builds its own parts. Which backbone blocks train is decided by a
-    freeze-policy callback (``transferlab.strategies``); every parameter is in the optimizer from the
-    start, in one group per backbone block (LR = ``lr * backbone_lr_scale``, times
-    ``layer_decay ** depth_from_top`` when layer decay is on) plus the head's group at ``lr``.
+    freeze-policy callback (``transferlab.strategies``), which also gives ``backbone_lr_scale`` and
+    ``layer_decay``; every parameter is in the optimizer from the start (``transferlab.model.optim``).
     A 2-D batch holds pre-computed pooled backbone features and only the head runs on it;
     ``input_is_features=True`` says every batch is one (a linear probe on the feature cache: no mixup).
     Speed: ``channels_last`` (CNNs, inputs too), ``compile`` (``torch.compile`` of the backbone) and
     ``grad_checkpointing`` (timm's ``set_grad_checkpointing``); mixed precision is the Trainer's.
     """
 
+    # a flat argument table (saved as the checkpoint's and W&B's hyperparameters), not logic
     def __init__(
         self,
         backbone: str,
@@ -67,44 +61,11 @@ class TransferModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer.name={optimizer!r} is unknown; choose one of {sorted(OPTIMIZERS)}.")
-        if not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"optimizer.lr={lr} must be a positive number (e.g. 0.001).")
-        if not (math.isfinite(weight_decay) and weight_decay >= 0):
-            raise ConfigError(f"optimizer.weight_decay={weight_decay} must be ≥ 0 (e.g. 0.01, or 0 for none).")
-        if scheduler not in ("cosine", "constant"):
-            raise ConfigError(f"optimizer.scheduler={scheduler!r} is unknown; choose cosine or constant.")
-        if not 0 < backbone_lr_scale <= 1e3:
-            raise ConfigError(f"strategy.backbone_lr_scale={backbone_lr_scale} must be > 0 (e.g. 0.1).")
-        if layer_decay is not None and not 0 < layer_decay <= 1:
-            raise ConfigError(f"strategy.layer_decay={layer_decay} must be in (0, 1], or null to turn it off.")
+        check_optimizer(optimizer, lr, weight_decay, scheduler)
         if num_classes < 2:
             raise ConfigError(f"dataset.num_classes={num_classes} must be at least 2.")
-        self.backbone = create_backbone(
-            backbone,
-            in_chans=in_chans,
-            input_size=input_size,
-            global_pool=pool,
-            hub_weights=weights == "hub",
-            **(backbone_kwargs or {}),
-        )
-        if weights not in (None, "hub"):
-            load_weights_file(self.backbone, weights)
-        if channels_last:
-            self.backbone = self.backbone.to(memory_format=torch.channels_last)
-        if grad_checkpointing:
-            try:
-                self.backbone.set_grad_checkpointing(True)
-            except (AttributeError, AssertionError, NotImplementedError) as err:
-                raise ConfigError(
-                    f"backbone.grad_checkpointing=true: {backbone} does not support it ({err}); set it to false."
-                ) from err
-        if compile:
-            self.backbone.compile()  # in place: parameter names, checkpoints and freezing are unchanged
-        self.head = build_head(
-            self.backbone.num_features, num_classes, head_hidden, head_dropout, head_activation
-        )
+        self.backbone = _build_backbone(self.hparams)
+        self.head = build_head(self.backbone.num_features, num_classes, head_hidden, head_dropout, head_activation)
         self.blocks = [["backbone." + n for n in block] for block in backbone_blocks(self.backbone)]
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.mixup = _mixup(mixup, num_classes, label_smoothing) if not input_is_features else None
@@ -152,8 +113,6 @@ class TransferModule(pl.LightningModule):
 
         timm mixes pairs, so an odd last example stays unmixed (with a smoothed one-hot target).
         """
-        from timm.data.mixup import mixup_target
-
         assert self.mixup is not None
         n = len(x) - len(x) % 2
         rest = mixup_target(y[n:], self.hparams.num_classes, 1.0, self.mixup.label_smoothing)
@@ -187,73 +146,52 @@ class TransferModule(pl.LightningModule):
 
     # ---- parameters ----------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
-        """All parameters, grouped: the head, then each backbone block (bottom to top).
-
-        Each group is split into weight-decay and no-decay (biases, norms, tokens) halves.
-        Layer decay uses timm's fine-grained ``group_matcher`` layers.
-        """
+        """All parameters, grouped: the head, then each backbone block (see ``transferlab.model.optim``)."""
         hp = self.hparams
-        named = dict(self.named_parameters())
-        skip = {"backbone." + n for n in getattr(self.backbone, "no_weight_decay", lambda: set())()}
-        layers = (
-            [["backbone." + n for n in b] for b in backbone_blocks(self.backbone, coarse=False)]
-            if hp.layer_decay is not None
-            else self.blocks
-        )
-        scaled: list[tuple[str, list[str], float]] = [("head", [n for n in named if n.startswith("head.")], 1.0)]
-        for depth, names in enumerate(reversed(layers)):
-            decay = hp.layer_decay ** depth if hp.layer_decay is not None else 1.0
-            scaled.append((f"backbone.{len(layers) - 1 - depth}", names, hp.backbone_lr_scale * decay))
-        groups: list[dict[str, Any]] = []
-        for name, names, scale in scaled:
-            no_decay = [n for n in names if named[n].ndim <= 1 or n in skip]
-            decay = [n for n in names if n not in no_decay]
-            for suffix, members, wd in (("", decay, hp.weight_decay), (".no_decay", no_decay, 0.0)):
-                if members:
-                    groups.append(
-                        {
-                            "name": name + suffix,
-                            "params": [named[n] for n in members],
-                            "lr": hp.lr * scale,
-                            "lr_scale": scale,
-                            "weight_decay": wd,
-                        }
-                    )
-        covered = sum(len(g["params"]) for g in groups)
-        assert covered == len(named), f"param groups cover {covered} of {len(named)} parameters"
-        return groups
+        return param_groups(self, self.backbone, self.blocks, hp.lr, hp.weight_decay, hp.backbone_lr_scale, hp.layer_decay)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        kwargs = dict(hp.optimizer_kwargs or {})
-        # not under 16-bit AMP (its GradScaler: Lightning forbids gradient clipping with fused optimizers)
-        # nor when the config picked foreach
-        if hp.optimizer in FUSED_BY_DEFAULT and "foreach" not in kwargs and not str(self.trainer.precision).startswith("16"):
-            kwargs.setdefault("fused", True)  # one kernel for all tensors: about 2× faster steps on CPU than the loop
-        optimizer = OPTIMIZERS[hp.optimizer](self.param_groups(), lr=hp.lr, **kwargs)
+        optimizer = build_optimizer(hp.optimizer, self.param_groups(), hp.lr, hp.optimizer_kwargs, self.trainer.precision)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, int(self.trainer.max_epochs or 1))
         warmup = int(round(hp.warmup_epochs * total / epochs))
-        schedule = _cosine(total, warmup) if hp.scheduler == "cosine" else _constant(warmup)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(hp.scheduler, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def parameter_counts(self) -> tuple[int, int]:
-        """(trainable, total) parameter counts of the parts that run in a step.
-
-        With cached features only the head runs, so the backbone counts in ``total`` alone.
-        """
+        """(trainable, total) parameter counts by ``requires_grad`` (the policy's own counts see mask mode)."""
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return trainable, total
+
+
+def _build_backbone(hp: Any) -> nn.Module:
+    """The headless timm backbone of the module's hyperparameters, with its weights and speed settings."""
+    backbone = create_backbone(
+        hp.backbone, in_chans=hp.in_chans, input_size=hp.input_size, global_pool=hp.pool, hub_weights=hp.weights == "hub",
+        **(hp.backbone_kwargs or {}),
+    )
+    if hp.weights not in (None, "hub"):
+        load_weights_file(backbone, hp.weights)
+    if hp.channels_last:
+        backbone = backbone.to(memory_format=torch.channels_last)
+    if hp.grad_checkpointing:
+        try:
+            backbone.set_grad_checkpointing(True)
+        except (AttributeError, AssertionError, NotImplementedError) as err:
+            raise ConfigError(
+                f"backbone.grad_checkpointing=true: {hp.backbone} does not support it ({err}); set it to false."
+            ) from err
+    if hp.compile:
+        backbone.compile()  # in place: parameter names, checkpoints and freezing are unchanged
+    return backbone
 
 
 def _mixup(options: dict[str, Any] | None, num_classes: int, label_smoothing: float) -> Any:
     """timm ``Mixup`` from ``dataset.mixup`` options, or None when they turn nothing on."""
     if not options:
         return None
-    from timm.data import Mixup
-
     opts = {"mixup_alpha": 0.0, "label_smoothing": label_smoothing, **options, "num_classes": num_classes}
     if float(opts.get("mixup_alpha") or 0) <= 0 and float(opts.get("cutmix_alpha") or 0) <= 0 and opts.get("cutmix_minmax") is None:
         return None
@@ -274,24 +212,3 @@ def _metrics(num_classes: int) -> torchmetrics.MetricCollection:
     if num_classes > 5:
         metrics["acc_top5"] = torchmetrics.classification.MulticlassAccuracy(num_classes, top_k=5, average="micro")
     return torchmetrics.MetricCollection(metrics)
-
-
-class _cosine:
-    """Linear warm-up then cosine decay to zero (picklable, so checkpoints can hold it)."""
-
-    def __init__(self, total: int, warmup: int) -> None:
-        self.total, self.warmup = total, warmup
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(1, self.total - self.warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-class _constant:
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-
-    def __call__(self, step: int) -> float:
-        return (step + 1) / self.warmup if step < self.warmup else 1.0

@@ -1,0 +1,219 @@
+"""Run assembly: a config (and resolved weights) → the policy, the data and the model of one run.
+
+``plan_run`` makes the cheap checks (strategy, backbone name, dataset, the training subset) before
+anything slow; ``assemble`` then builds the model and the data modules, with cached backbone features
+for the epochs the policy trains its head alone. It never trains anything: the source weights are
+resolved before (``transferlab.run.source``).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import timm
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.data import (
+    DatasetSplits,
+    ImageDataModule,
+    SplitsDataModule,
+    StagedDataModule,
+    TensorDataModule,
+    build_transform,
+    load_splits,
+    loader_settings,
+    subsample,
+    train_selection,
+)
+from transferlab.errors import ConfigError
+from transferlab.features import cached_features, state_digest
+from transferlab.identity import resolved, without_neutral_keys
+from transferlab.model.backbone import check_model_name, data_config
+from transferlab.model.module import TransferModule
+from transferlab.redaction import redact
+from transferlab.run.context import cache_dir
+from transferlab.run.trainer import autocast_dtype, device_of, planned_epochs
+from transferlab.strategies.base import FreezePolicy
+from transferlab.strategies.registry import build_policy
+
+#: dataset keys that choose the training subset or how files are read, not what the backbone computes
+#: from them: left out of the feature-cache key (besides the result-neutral keys), so one extraction
+#: serves every fraction, seed and batch size of a sweep
+TRAINING_ONLY_DATASET_KEYS = ("fraction", "per_class", "batch_size", "augment", "mixup", "on_bad_file", "verify", "download", "preload")
+
+
+@dataclass
+class RunPlan:
+    """What the cheap checks produced: the policy, the dataset's splits and the run's training subset."""
+
+    policy: FreezePolicy
+    splits: DatasetSplits
+    train_indices: np.ndarray
+    dataset_cfg: dict[str, Any]
+
+
+@dataclass
+class Run:
+    """Everything one run trains and evaluates, built from a config."""
+
+    module: TransferModule
+    datamodule: SplitsDataModule | StagedDataModule
+    policy: FreezePolicy
+    weights: str | None
+    n_train: int
+    selection: dict[str, Any] | None = None  # the exact training examples (train_indices.json)
+    features_cached: bool = False  # whether some epochs train on cached features
+    feature_cache_hit: bool = False
+    feature_time_s: float = 0.0
+
+
+def plain(node: Any) -> dict[str, Any]:
+    """A config mapping (or None) as a plain dict."""
+    if node is None:
+        return {}
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)  # type: ignore[return-value]
+
+
+def plan_run(cfg: DictConfig) -> RunPlan:
+    """The cheap checks, before anything slow: strategy, backbone name, batch size, dataset, subset."""
+    policy = build_policy(plain(cfg.strategy))
+    check_model_name(cfg.backbone.name)
+    if int(cfg.dataset.batch_size) < 1:
+        raise ConfigError(f"dataset.batch_size={cfg.dataset.batch_size} must be ≥ 1 (e.g. 64).")
+    dataset_cfg = plain(cfg.dataset)
+    splits = load_splits(dataset_cfg)
+    train_indices = subsample(
+        splits.train.labels, cfg.dataset.get("fraction"), cfg.dataset.get("per_class"), cfg.dataset.split_seed, splits.class_names
+    )
+    return RunPlan(policy, splits, train_indices, dataset_cfg)
+
+
+def augmentation(cfg: DictConfig, policy: FreezePolicy) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``dataset.augment`` and ``dataset.mixup``, or nothing (with a warning) when every epoch is cached."""
+    augment, mixup = plain(cfg.dataset.get("augment")), plain(cfg.dataset.get("mixup"))
+    if policy.features_only and (augment or mixup):
+        warnings.warn(
+            f"dataset.augment / dataset.mixup are ignored: strategy {cfg.strategy.name} trains on cached features, "
+            "computed once without augmentation. Set strategy.cache_features=false to augment.",
+            stacklevel=2,
+        )
+        return {}, {}
+    return augment, mixup
+
+
+def build_module(cfg: DictConfig, plan: RunPlan, weights: str | None, mixup: dict[str, Any]) -> TransferModule:
+    """The LightningModule of the run (seeded first, so the head's initialisation is the seed's)."""
+    policy = plan.policy
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    return TransferModule(
+        backbone=cfg.backbone.name,
+        num_classes=len(plan.splits.class_names),  # = dataset.num_classes, checked by load_splits (null: from the data)
+        in_chans=int(cfg.backbone.in_chans),
+        input_size=cfg.dataset.get("input_size"),
+        pool=cfg.head.get("pool"),
+        weights=weights,
+        head_hidden=list(cfg.head.hidden),
+        head_dropout=float(cfg.head.dropout),
+        head_activation=cfg.head.activation,
+        optimizer=cfg.optimizer.name,
+        lr=float(cfg.optimizer.lr),
+        weight_decay=float(cfg.optimizer.weight_decay),
+        optimizer_kwargs=plain(cfg.optimizer.get("kwargs")),
+        backbone_lr_scale=policy.backbone_lr_scale,
+        layer_decay=policy.layer_decay,
+        scheduler=cfg.optimizer.scheduler,
+        warmup_epochs=float(cfg.optimizer.warmup_epochs),
+        label_smoothing=float(cfg.optimizer.get("label_smoothing", 0.0)),
+        input_is_features=policy.features_only,
+        channels_last=bool(cfg.backbone.get("channels_last", False)),
+        compile=bool(cfg.backbone.get("compile", False)) and not policy.features_only,  # cached: the backbone runs once
+        grad_checkpointing=bool(cfg.backbone.get("grad_checkpointing", False)),
+        backbone_kwargs=plain(cfg.backbone.get("kwargs")),
+        mixup=mixup or None,
+    )
+
+
+def _loader_options(cfg: DictConfig, decode_on_the_fly: bool) -> dict[str, Any]:
+    """Batch size, seed and DataLoader settings for this machine."""
+    workers = {k: cfg.dataset.get(k, "auto") for k in ("num_workers", "pin_memory", "persistent_workers")}
+    cuda = device_of(cfg).type == "cuda"
+    settings = loader_settings(**workers, decode_on_the_fly=decode_on_the_fly, cuda=cuda)
+    return dict(batch_size=int(cfg.dataset.batch_size), seed=int(cfg.seed), **settings)
+
+
+def image_datamodule(cfg: DictConfig, plan: RunPlan, preprocess: dict[str, Any], augment: dict[str, Any]) -> ImageDataModule:
+    """Images through the backbone's own preprocessing (``preprocess``: its timm data config), augmented for
+    training if asked."""
+    in_chans = int(cfg.backbone.in_chans)
+    eval_tf = build_transform(preprocess, in_chans, training=False)
+    train_tf = build_transform(preprocess, in_chans, training=True, **augment) if augment else eval_tf
+    preload = bool(cfg.dataset.get("preload", True))
+    options = _loader_options(cfg, decode_on_the_fly=not preload or bool(augment))
+    return ImageDataModule(plan.splits, train_tf, eval_tf, plan.train_indices, preload=preload, **options)
+
+
+def staged_epochs(cfg: DictConfig, plan: RunPlan, module: TransferModule, augment: dict[str, Any], mixup: dict[str, Any]) -> int:
+    """How many leading epochs of a policy that later unfreezes (lp_ft, gradual) train on cached features."""
+    if plan.policy.features_only:
+        return 0
+    epochs = plan.policy.cached_feature_epochs(module, planned_epochs(cfg, len(plan.train_indices)))
+    if epochs and (augment or mixup):
+        warnings.warn(
+            f"strategy {cfg.strategy.name}: its first {epochs} epoch(s) train the head on cached features, "
+            "without dataset.augment / dataset.mixup (they apply from then on). "
+            "Set strategy.cache_features=false to augment those epochs too.",
+            stacklevel=2,
+        )
+    return epochs
+
+
+def assemble(cfg: DictConfig, plan: RunPlan, weights: str | None) -> Run:
+    """Build the run's model and data (``weights``: None, ``"hub"`` or a file, see ``run.source``)."""
+    augment, mixup = augmentation(cfg, plan.policy)
+    module = build_module(cfg, plan, weights, mixup)
+    preprocess = data_config(module.backbone, cfg.dataset.get("input_size"), cfg.dataset.get("crop_pct"))
+    images = image_datamodule(cfg, plan, preprocess, augment)
+    staged = staged_epochs(cfg, plan, module, augment, mixup)
+    use_cache = plan.policy.features_only or staged > 0
+    selection = train_selection(plan.splits, plan.train_indices, plan.dataset_cfg)
+    run = Run(module, images, plan.policy, weights, n_train=len(plan.train_indices), selection=selection, features_cached=use_cache)
+    if use_cache:
+        start = time.perf_counter()
+        features, run.feature_cache_hit = _features(cfg, plan, module, images, preprocess, selection)
+        cached = TensorDataModule(features, plan.train_indices, **_loader_options(cfg, decode_on_the_fly=False))
+        run.datamodule = cached if plan.policy.features_only else StagedDataModule(cached, images, staged)
+        run.feature_time_s = time.perf_counter() - start
+    return run
+
+
+def _features(
+    cfg: DictConfig, plan: RunPlan, module: TransferModule, images: ImageDataModule, preprocess: dict[str, Any],
+    selection: dict[str, Any],
+) -> tuple[dict[str, Any], bool]:
+    """The backbone's features of every split, from the cache or extracted now (and whether it was a hit)."""
+    extract = {"channels_last": module.hparams.channels_last, "autocast_dtype": autocast_dtype(cfg.trainer.get("precision"))}
+    dataset = without_neutral_keys(resolved(cfg.dataset), prefix="dataset")
+    key = {
+        "backbone": cfg.backbone.name,
+        "backbone_kwargs": module.hparams.backbone_kwargs,
+        "pool": cfg.head.get("pool"),
+        "in_chans": int(cfg.backbone.in_chans),
+        # the weights as loaded: a file, the hub, or a seeded random init all hash by value
+        "weights": state_digest(module.backbone),
+        "timm": timm.__version__,
+        "preprocess": preprocess,
+        "extract": extract,
+        # redacted: the key is stored in the cache file's metadata
+        "dataset": redact({k: v for k, v in dataset.items() if k not in TRAINING_ONLY_DATASET_KEYS}),
+    }
+    if plan.splits.file_backed:  # files can change under the same config: key on them too
+        key["files"] = selection["data_fingerprint"]
+    workers = images.num_workers if plan.splits.file_backed else 0
+    return cached_features(
+        module.backbone, images.eval_datasets(), cache_dir(cfg) / "features", key, device=device_of(cfg), num_workers=workers, **extract
+    )

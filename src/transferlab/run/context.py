@@ -1,0 +1,36 @@
+"""Where this process runs: Hydra's output folder and mode, and its rank among DDP processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from transferlab.errors import ConfigError
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """The run's output folder: Hydra's, or ``cfg.paths.output_dir`` outside a Hydra app."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    if cfg.get("paths", {}).get("output_dir"):
+        return Path(cfg.paths.output_dir)
+    raise ConfigError("no output folder: run through transferlab-train, or set paths.output_dir.")
+
+
+def is_multirun() -> bool:
+    """Whether this is a job of a Hydra multirun (``-m``)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def rank() -> int:
+    """This process's global rank (0 without DDP), from the launcher's environment."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", 0))))
+
+
+def cache_dir(cfg: DictConfig) -> Path:
+    """The shared cache folder (feature cache, source weights): ``paths.cache_dir``."""
+    return Path(cfg.paths.cache_dir).expanduser().resolve()

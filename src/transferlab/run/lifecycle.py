@@ -1,0 +1,191 @@
+"""One run's life: skip it when completed, resume it when interrupted, record how it ended.
+
+``train(cfg) -> metrics`` runs a config end to end and writes ``result.json`` (``transferlab.record``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from transferlab import __version__
+from transferlab.errors import ConfigError
+from transferlab.files import read_json, write_json_atomic
+from transferlab.identity import config_hash, resolved
+from transferlab.record import RESULT_FILE, RunRecord, Status, is_completed, read_record, write_record
+from transferlab.redaction import redact, redacted_argv
+from transferlab.run.assembly import Run, assemble, plan_run
+from transferlab.run.checkpoints import BEST, LAST, BestWeights, LastCheckpoint, check_checkpoint_fits
+from transferlab.run.context import output_dir, rank
+from transferlab.run.distributed import DistributedSync
+from transferlab.run.source import resolve_weights
+from transferlab.run.trainer import intra_op_threads, make_trainer
+from transferlab.tracking import build_logger, finish_wandb, wandb_info, wandb_summary
+
+log = logging.getLogger("transferlab")
+
+#: the run's exact training examples (indices into the training split, file paths), beside result.json
+TRAIN_INDICES_FILE = "train_indices.json"
+#: the config hash the checkpoints in ``checkpoints/`` belong to
+STATE_FILE = "run_state.json"
+
+# Frozen blocks are in eval mode on purpose (their BatchNorm statistics must not move).
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
+
+def build_run(cfg: DictConfig) -> Run:
+    """Cheap checks, then the weights (the source task trained if needed), then the run's parts."""
+    plan = plan_run(cfg)
+    return assemble(cfg, plan, resolve_weights(cfg, plan.policy))
+
+
+def start_record(cfg: DictConfig, cfg_hash: str) -> RunRecord:
+    """The ``running`` record of a config: what the run is, before anything ran."""
+    per_class = cfg.dataset.get("per_class")
+    return RunRecord(
+        status=Status.RUNNING,
+        experiment=cfg.experiment_name,
+        sweep=cfg.get("sweep_name"),
+        dataset=cfg.dataset.name,
+        backbone=cfg.backbone.name,
+        weights=cfg.backbone.get("weights"),  # None once the policy says it is not pretrained (scratch)
+        strategy=cfg.strategy.name,
+        head=cfg.head.name,
+        fraction=None if per_class is not None else cfg.dataset.get("fraction"),
+        per_class=per_class,
+        seed=int(cfg.seed),
+        config_hash=cfg_hash,
+        transferlab_version=__version__,
+        host=socket.gethostname(),
+    )
+
+
+def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
+    """Run one config end to end; write ``result.json``; return the final metrics.
+
+    A completed run of the same config in ``out_dir`` is not run again; an interrupted one resumes from
+    its last checkpoint. A failure writes a ``failed`` record with the error, then re-raises.
+    """
+    out_dir = Path(out_dir) if out_dir is not None else output_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg_hash = config_hash(cfg)
+    done = is_completed(out_dir, cfg_hash)
+    if done is not None:
+        log.info("already completed (config %s): %s", cfg_hash, out_dir / RESULT_FILE)
+        return dict(done.metrics or {})
+    previous = read_record(out_dir)
+    if previous is not None and previous.completed:
+        raise ConfigError(
+            f"{out_dir} holds a completed run of another config (hash {previous.config_hash}, this one {cfg_hash}). "
+            "It is not overwritten. Fix: choose another hydra.run.dir (or hydra.sweep.dir), or move that folder away."
+        )
+    record = start_record(cfg, cfg_hash)
+    try:
+        return _train(cfg, out_dir, record)
+    except BaseException as err:
+        if rank() == 0:
+            record.status, record.error = Status.FAILED, f"{type(err).__name__}: {err}"
+            record.traceback = traceback.format_exc(limit=8)
+            write_record(out_dir, record)
+        raise
+
+
+def _train(cfg: DictConfig, out_dir: Path, record: RunRecord) -> dict[str, float]:
+    ckpt_dir = out_dir / "checkpoints"
+    if ckpt_dir.exists() and (read_json(out_dir / STATE_FILE) or {}).get("config_hash") != record.config_hash:
+        shutil.rmtree(ckpt_dir)  # checkpoints of another config: never resume from them
+    if rank() == 0:
+        write_json_atomic(out_dir / STATE_FILE, {"config_hash": record.config_hash})
+    run = build_run(cfg)
+    record.n_train, record.feature_cache_hit = run.n_train, run.feature_cache_hit
+    if not run.policy.pretrained:
+        record.weights = None
+    if rank() == 0 and run.selection is not None:
+        write_json_atomic(out_dir / TRAIN_INDICES_FILE, redact(run.selection))
+    logger = _logger(cfg, out_dir, record) if rank() == 0 else None
+    record.wandb = wandb_info(logger)
+    try:
+        return _fit_and_test(cfg, out_dir, record, run, logger)
+    except BaseException:
+        finish_wandb(logger, exit_code=1)  # never left active: the next job of a multirun gets its own W&B run
+        raise
+
+
+def _logger(cfg: DictConfig, out_dir: Path, record: RunRecord) -> Any:
+    """The run's Lightning logger, its W&B run named, grouped and tagged from the record."""
+    size = record.size
+    tags = [f"strategy:{record.strategy}", f"fraction:{record.fraction}", f"backbone:{record.backbone}", f"dataset:{record.dataset}"]
+    group = f"{cfg.experiment_name}/{cfg.get('sweep_name') or 'single'}"
+    with redacted_argv():  # W&B records the command line
+        return build_logger(cfg.logger, out_dir, resolved(cfg), f"{record.strategy}-{size.tag}-s{record.seed}", group, str(record.strategy), tags)
+
+
+def _resume_point(run: Run, last: Path, record: RunRecord) -> str | None:
+    """``last.ckpt`` when there is one that fits the model (checked, safely loaded), else None."""
+    if not last.is_file():
+        return None
+    ckpt = check_checkpoint_fits(run.module, last)  # safe load; another backbone or class count fails here
+    log.info("resuming from %s (epoch %s done)", last, ckpt.get("epoch"))
+    record.resumed_from_epoch = ckpt.get("epoch")
+    return str(last)
+
+
+def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, logger: Any) -> dict[str, float]:
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    best = BestWeights(cfg.monitor, cfg.monitor_mode)
+    keep = bool(cfg.get("keep_checkpoints", False))
+    last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=keep)
+    ddp = DistributedSync()
+    staged = run.features_cached and not run.policy.features_only
+    trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, ddp], logger, n_train=run.n_train, checkpoints=False,
+                           reload_dataloaders=staged)
+    record.resumed_from = _resume_point(run, ckpt_dir / LAST, record)
+    start = time.perf_counter()
+    with intra_op_threads(1 if run.policy.features_only else None):
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=record.resumed_from, weights_only=True)
+        train_time = time.perf_counter() - start + run.feature_time_s
+        best.restore(run.module)  # test the weights of the best validation epoch
+        tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in tested[0].items()}
+    if best.best_score is not None:
+        metrics[f"{cfg.monitor}_best"] = best.best_score
+    if keep and trainer.is_global_zero:
+        torch.save(run.module.state_dict(), ckpt_dir / BEST)
+    _complete(record, run, trainer, ddp, metrics, train_time, out_dir)
+    if trainer.is_global_zero:
+        record.wandb = wandb_summary(logger, metrics, out_dir / RESULT_FILE)
+        write_record(out_dir, record)
+        if not keep:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return metrics
+
+
+def _complete(record: RunRecord, run: Run, trainer: Any, ddp: DistributedSync, metrics: dict[str, float],
+              train_time: float, out_dir: Path) -> None:
+    """Fill in what the finished run measured: metrics, parameter counts, time, epochs, cached epochs."""
+    epochs = int(trainer.current_epoch)
+    cached_epochs = 0
+    if run.features_cached:
+        staged = not run.policy.features_only
+        cached_epochs = min(run.datamodule.feature_epochs, epochs) if staged else epochs
+        if staged and trainer.world_size > 1:
+            cached_epochs = 0  # StagedDataModule serves images under DDP
+    if trainer.world_size > 1:
+        record.world_size, record.ranks_in_sync, record.ddp_mask_mode = trainer.world_size, ddp.in_sync, run.policy.mask_mode
+    record.trainable_params, record.total_params = run.policy.parameter_counts(run.module)
+    counts = run.policy.counts_at_start
+    record.status, record.metrics = Status.COMPLETED, metrics
+    record.trainable_params_start = counts[0] if counts else None
+    record.train_time_s, record.feature_time_s = round(train_time, 3), round(run.feature_time_s, 3)
+    record.epochs, record.features_cached, record.cached_feature_epochs = epochs, cached_epochs > 0, cached_epochs
+    record.weights_path, record.output_dir = run.weights, str(out_dir)

@@ -1,0 +1,92 @@
+"""The built-in strategies: scratch, linear probe, fine-tune (top k), gradual unfreezing and LP-FT."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from transferlab.errors import ConfigError
+from transferlab.strategies.base import FreezePolicy
+
+
+class Scratch(FreezePolicy):
+    """Random initialisation; everything trains. The baseline every transfer strategy is compared with."""
+
+    name = "scratch"
+    pretrained = False
+
+    def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
+        return n_blocks
+
+
+class LinearProbe(FreezePolicy):
+    """Feature extraction: the backbone is frozen and in eval mode; only the head trains."""
+
+    name = "linear_probe"
+    frozen_backbone = True
+
+    def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
+        return 0
+
+
+class Finetune(FreezePolicy):
+    """All blocks (``unfreeze_top_k=None``) or the top k train, the backbone at a scaled-down LR."""
+
+    name = "finetune"
+
+    def __init__(self, unfreeze_top_k: int | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.unfreeze_top_k = unfreeze_top_k
+
+    def validate(self, n_blocks: int) -> None:
+        k = self.unfreeze_top_k
+        if k is not None and not 0 <= k <= n_blocks:
+            raise ConfigError(
+                f"strategy.unfreeze_top_k={k}, but this backbone has {n_blocks} blocks (timm group_matcher "
+                f"stages). Fix: use 0..{n_blocks}, or null to fine-tune all of them."
+            )
+
+    def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
+        return n_blocks if self.unfreeze_top_k is None else self.unfreeze_top_k
+
+
+class Gradual(FreezePolicy):
+    """Gradual unfreezing: the head first, then ``blocks_per_milestone`` more blocks from the top
+    at each epoch in ``milestones``; blocks never reached stay frozen."""
+
+    name = "gradual"
+    static = False
+
+    def __init__(self, milestones: Sequence[int] = (1, 2, 3, 4), blocks_per_milestone: int = 1, **options: Any) -> None:
+        super().__init__(**options)
+        self.milestones = sorted(int(m) for m in milestones)
+        self.blocks_per_milestone = int(blocks_per_milestone)
+
+    def validate(self, n_blocks: int) -> None:
+        if not self.milestones or self.milestones[0] < 1:
+            raise ConfigError(
+                f"strategy.milestones={self.milestones} must be epochs ≥ 1 (epoch 0 trains the head alone)."
+            )
+        if self.blocks_per_milestone < 1:
+            raise ConfigError(f"strategy.blocks_per_milestone={self.blocks_per_milestone} must be ≥ 1.")
+
+    def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
+        return self.blocks_per_milestone * sum(1 for m in self.milestones if epoch >= m)
+
+
+class LpFt(FreezePolicy):
+    """LP-FT: ``lp_epochs`` of linear probing, then every block fine-tunes at the backbone's low LR."""
+
+    name = "lp_ft"
+    static = False
+
+    def __init__(self, lp_epochs: int = 3, **options: Any) -> None:
+        super().__init__(**options)
+        self.lp_epochs = int(lp_epochs)
+
+    def validate(self, n_blocks: int) -> None:
+        if self.lp_epochs < 1:
+            raise ConfigError(f"strategy.lp_epochs={self.lp_epochs} must be ≥ 1 (use strategy=finetune for 0).")
+
+    def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
+        return 0 if epoch < self.lp_epochs else n_blocks
