@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from transferlab.files import atomic_write
 from transferlab.record import RESULT_FILE
 from transferlab.report.findings import findings
 from transferlab.report.load import Scan, scan
@@ -16,6 +17,9 @@ from transferlab.report.markdown import md_table, render_markdown, table_rows
 from transferlab.report.plot import plot_learning_curve
 from transferlab.report.summary import combos, summarize
 from transferlab.report.wandb_table import log_report_to_wandb
+
+OUTPUT_MODE = 0o644  # report files are for everyone to read
+
 
 class NoResultsError(FileNotFoundError):
     """Raised when no ``result.json`` exists below the given folders."""
@@ -39,18 +43,23 @@ def scan_results(dirs: list[Path]) -> Scan:
     return found
 
 
+def _write_text(path: Path, text: str) -> None:
+    data = text.encode("utf-8")
+    atomic_write(path, lambda f: f.write(data), mode=OUTPUT_MODE)
+
+
 def write_outputs(found: Scan, summary: pd.DataFrame, dirs: list[Path], out: Path) -> ReportPaths:
     """Write results.csv, report.md and (with completed runs) learning_curve.png into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "results.csv", out / "report.md"
-    found.frame().to_csv(csv_path, index=False)
+    _write_text(csv_path, found.frame().to_csv(index=False))
     png_path: Path | None = None
     if not summary.empty:
         png_path = plot_learning_curve(summary, out / "learning_curve.png")
     problems = found.problems()
     n_completed = len(found.entries) - len(problems)
-    md_path.write_text(render_markdown(summary, problems, dirs, len(found.entries), n_completed,
-                                       png_path.name if png_path else None), encoding="utf-8")
+    _write_text(md_path, render_markdown(summary, problems, dirs, len(found.entries), n_completed,
+                                         png_path.name if png_path else None))
     return ReportPaths(out=out, csv=csv_path, md=md_path, png=png_path)
 
 

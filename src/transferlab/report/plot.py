@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from transferlab.files import atomic_write
 from transferlab.report.summary import COMBO_KEYS
 
 
@@ -69,8 +70,8 @@ def plot_learning_curve(summary: pd.DataFrame, png_path: Path,
         _style_axes(summary, xcol, ax_acc, ax_time)
         fig.tight_layout()
         png_path = Path(png_path)
-        png_path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(png_path, dpi=dpi)  # no bbox_inches="tight": keep the exact pixel size
+        # no bbox_inches="tight": keep the exact pixel size
+        atomic_write(png_path, lambda f: fig.savefig(f, format="png", dpi=dpi), mode=0o644)
     finally:
         plt.close(fig)
     return png_path
