@@ -151,7 +151,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.wandb_project and not summary.empty:
         log_report_to_wandb(summary, paths.png, args.wandb_project, args.wandb_group)
     return 0 if not summary.empty else 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
