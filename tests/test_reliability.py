@@ -86,7 +86,8 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ---- determinism -----------------------------------------------------------------------------------
 def test_rerun_of_the_same_config_gives_identical_numbers_and_report(uninterrupted: Path, tmp_path: Path) -> None:
-    from transferlab.report import load_results, summarize
+    from transferlab.report.load import load_results
+    from transferlab.report.summary import summarize
 
     train(make_cfg(tmp_path, *RESUMABLE), tmp_path / "run")
     first, second = _result(uninterrupted), _result(tmp_path / "run")

@@ -11,17 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transferlab import report
-from transferlab.report import (
-    ReportPaths,
-    findings,
-    load_results,
-    log_report_to_wandb,
-    main,
-    summarize,
-    t_quantile,
-    write_report,
-)
+from transferlab.report import plot as report  # plot_learning_curve, and the COMBO_KEYS it imports from summary
+from transferlab.report.cli import ReportPaths, main, write_report
+from transferlab.report.findings import findings
+from transferlab.report.load import load_results
+from transferlab.report.stats import t_quantile
+from transferlab.report.summary import summarize
+from transferlab.report.wandb_table import log_report_to_wandb
 
 T975_DF2 = 4.302653  # t(0.975, df=2) from a printed t table
 

@@ -1,0 +1,169 @@
+"""One scan of the result folders: every ``result.json`` read once, through :mod:`transferlab.record`.
+
+Each file becomes an :class:`Entry`: ``completed`` (averaged), ``problem`` (unreadable, not completed,
+or completed without a strategy or a numeric test accuracy) or ``duplicate`` (an older record of a
+``config_hash`` seen again; the newest by file mtime counts). A :class:`Scan` hands the same entries
+to the summary, the problem list and ``results.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from transferlab.record import RESULT_FILE, TEST_ACC, RecordError, RunRecord, load_record
+
+COMPLETED, PROBLEM, DUPLICATE = "completed", "problem", "duplicate"
+UNPARSEABLE = "unparseable"  # the status shown for a file that is not a record
+
+
+@dataclass
+class Entry:
+    """One result file as the report sees it."""
+
+    path: str
+    mtime: float
+    status: str  # the record's status, or "unparseable"
+    kind: str  # COMPLETED | PROBLEM | DUPLICATE
+    note: str = ""  # what is wrong (problems and duplicates)
+    fields: dict[str, Any] = field(default_factory=dict)  # the record, flattened (empty if unreadable)
+    record: RunRecord | None = None
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Every result file found below some folders, classified once."""
+
+    entries: list[Entry]
+
+    def runs(self) -> pd.DataFrame:
+        """Completed runs, one row each: the flattened record, ``path``, ``mtime``, ``size_kind``, ``size``."""
+        rows = []
+        for e in self.entries:
+            if e.kind == COMPLETED and e.record is not None:
+                size = e.record.size
+                rows.append(e.fields | {"path": e.path, "mtime": e.mtime,
+                                        "size_kind": size.kind, "size": size.value})
+        return pd.DataFrame(rows)
+
+    def problems(self) -> list[dict[str, str]]:
+        """``{"path", "status", "error"}`` per entry not averaged; status ``duplicate`` for duplicates."""
+        return [{"path": e.path, "status": DUPLICATE if e.kind == DUPLICATE else e.status, "error": e.note}
+                for e in self.entries if e.kind != COMPLETED]
+
+    def frame(self) -> pd.DataFrame:
+        """All files found (every status), flattened: the rows of ``results.csv``."""
+        rows = []
+        for e in self.entries:
+            row: dict[str, Any] = {"path": e.path, "status": e.status, "counted": e.kind == COMPLETED,
+                                   "note": e.note}
+            row.update({k: v for k, v in e.fields.items() if k not in row})
+            rows.append(row)
+        return pd.DataFrame(rows).convert_dtypes()
+
+
+def first_line(text: Any) -> str:
+    """The first line of ``text`` once stripped ("" for None)."""
+    s = "" if text is None else str(text)
+    lines = s.strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def find_result_files(dirs: Iterable[Path]) -> list[Path]:
+    """Every ``result.json`` below ``dirs`` (a file given directly counts too), sorted."""
+    files: set[Path] = set()
+    for d in dirs:
+        d = Path(d)
+        if d.is_file():
+            files.add(d)
+        elif d.is_dir():
+            files.update(p for p in d.rglob(RESULT_FILE) if p.is_file())
+        else:
+            raise FileNotFoundError(f"no such file or folder: {d}")
+    return sorted(files)
+
+
+def flatten(record: RunRecord) -> dict[str, Any]:
+    """The record as one flat row: metrics keep their own names, other dicts give ``key.sub`` columns."""
+    flat: dict[str, Any] = {}
+    for key, value in record.to_dict().items():
+        if key.startswith("_"):
+            continue  # names starting with "_" never reach the report's tables
+        if key == "metrics" and isinstance(value, dict):
+            flat.update(value)
+        elif isinstance(value, dict):
+            for sub, v in value.items():
+                flat[f"{key}.{sub}"] = v if not isinstance(v, (dict, list)) else json.dumps(v)
+        elif isinstance(value, list):
+            flat[key] = json.dumps(value)
+        else:
+            flat[key] = value
+    return flat
+
+
+def _not_completed_note(record: RunRecord) -> str:
+    status = record.status.value
+    return first_line(record.error) or (
+        "run did not finish (interrupted or still running)" if status == "running" else f"status is '{status}'")
+
+
+def read_entry(path: Path) -> Entry:
+    """Read and classify one file (duplicates are marked later, by :func:`mark_duplicates`)."""
+    mtime = path.stat().st_mtime
+    try:
+        record = load_record(path)
+    except RecordError as exc:
+        return Entry(str(path), mtime, UNPARSEABLE, PROBLEM, first_line(exc))
+    except OSError as exc:
+        return Entry(str(path), mtime, UNPARSEABLE, PROBLEM, f"{type(exc).__name__}: {first_line(exc)}")
+    flat = flatten(record)
+    entry = Entry(str(path), mtime, record.status.value, COMPLETED, fields=flat, record=record)
+    if not record.completed:
+        entry.kind, entry.note = PROBLEM, _not_completed_note(record)
+    elif not _is_number(flat.get(TEST_ACC)) or not record.strategy:
+        entry.kind = PROBLEM
+        entry.note = f"completed but missing 'strategy' or numeric metrics['{TEST_ACC}']"
+    return entry
+
+
+def mark_duplicates(entries: list[Entry]) -> None:
+    """Within completed and within problem entries, all but the newest (mtime, then path) of a
+    ``config_hash`` become duplicates, each saying which record was kept."""
+    for kind in (COMPLETED, PROBLEM):
+        by_hash: dict[str, list[Entry]] = {}
+        for e in entries:
+            h = e.record.config_hash if e.record is not None else None
+            if e.kind == kind and h:
+                by_hash.setdefault(str(h), []).append(e)
+        for h, group in by_hash.items():
+            if len(group) < 2:
+                continue
+            group.sort(key=lambda e: (e.mtime, e.path))
+            kept = group[-1]
+            short = h if len(h) <= 16 else h[:12] + "…"
+            for e in group[:-1]:
+                e.kind = DUPLICATE
+                e.note = f"same config_hash {short} as {kept.path} (kept the newest by mtime; counted once)"
+
+
+def scan(dirs: Iterable[Path]) -> Scan:
+    """Find, read and classify every result file below ``dirs``, once."""
+    entries = [read_entry(path) for path in find_result_files(dirs)]
+    mark_duplicates(entries)
+    return Scan(entries)
+
+
+def load_results(dirs: list[Path]) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """Completed runs (one row each, flattened, deduplicated) and the list of problems (:meth:`Scan.problems`)."""
+    found = scan(dirs)
+    return found.runs(), found.problems()

@@ -1,0 +1,112 @@
+"""The result tables and the text of ``report.md``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from transferlab.report.findings import CATCH_UP_RULE, NEGATIVE_TRANSFER_RULE, combo_findings, findings
+from transferlab.report.load import DUPLICATE, first_line
+from transferlab.report.stats import fmt_ms
+from transferlab.report.summary import SCRATCH, combos
+
+CAPTION = (
+    "Std is the sample standard deviation over seeds; the 95% interval is the two-sided "
+    f"Student-t confidence interval for the mean (n/a with a single run). `{SCRATCH}` runs "
+    "(random init) appear as the baseline in every `weights` combination of the same "
+    "experiment, dataset, backbone and head."
+)
+
+
+def _fmt_size(kind: str, size: float, mixed: bool) -> str:
+    v = f"{size:g}"
+    return f"{kind}={v}" if mixed else v
+
+
+def _table_row(r: pd.Series, mixed: bool) -> list[str]:
+    ci = "n/a" if pd.isna(r["acc_ci_low"]) else f"[{r['acc_ci_low']:.4f}, {r['acc_ci_high']:.4f}]"
+    return [
+        str(r["strategy"]),
+        _fmt_size(r["size_kind"], r["size"], mixed),
+        "n/a" if pd.isna(r["n_train"]) else f"{r['n_train']:.0f}",
+        fmt_ms(r["acc_mean"], r["acc_std"]),
+        ci,
+        fmt_ms(r["f1_mean"], r["f1_std"]),
+        str(int(r["n_runs"])),
+        "n/a" if pd.isna(r["trainable_params"]) else f"{r['trainable_params']:,.0f}",
+        "n/a" if pd.isna(r["train_time_s"]) else f"{r['train_time_s']:.1f}",
+    ]
+
+
+def table_rows(sub: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows of one combination's results table."""
+    kinds = set(sub["size_kind"])
+    mixed = len(kinds) > 1
+    size_header = "size" if mixed else ("per class" if kinds == {"per_class"} else "fraction")
+    header = ["strategy", size_header, "n_train (mean)", "test acc (mean ± std)", "test acc 95% CI",
+              "test macro-F1 (mean ± std)", "n runs", "trainable params", "train time (mean s)"]
+    return header, [_table_row(r, mixed) for _, r in sub.iterrows()]
+
+
+def _md_cell(s: Any) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table (``|`` escaped, newlines flattened)."""
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _results_section(groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
+    md = ["## Results", ""]
+    if not groups:
+        md += ["No completed runs.", ""]
+    for label, sub in groups:
+        md += [f"### {label}", ""] if len(groups) > 1 else [f"Combination: {label}.", ""]
+        md += [md_table(*table_rows(sub)), ""]
+    return md + [CAPTION, ""]
+
+
+def _findings_section(summary: pd.DataFrame, groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
+    md = ["## Findings", "", f"Rule for negative transfer: {NEGATIVE_TRANSFER_RULE}. {CATCH_UP_RULE}", ""]
+    if len(groups) > 1:
+        for label, sub in groups:
+            md += [f"### {label}", ""] + [f"- {line}" for line in combo_findings(sub)] + [""]
+    else:
+        md += [f"- {line}" for line in findings(summary)] + [""]
+    return md
+
+
+def _problems_section(problems: list[dict[str, str]]) -> list[str]:
+    md = ["## Incomplete or failed runs", ""]
+    if not problems:
+        return md + ["None.", ""]
+    n_dup = sum(p["status"] == DUPLICATE for p in problems)
+    if n_dup:
+        md += [f"{n_dup} duplicate record(s) share a `config_hash` with a newer record; "
+               "each configuration is counted once (the newest by file mtime).", ""]
+    rows = [[f"`{p['path']}`", p["status"], first_line(p["error"])] for p in problems]
+    return md + [md_table(["path", "status", "error"], rows), ""]
+
+
+def render_markdown(summary: pd.DataFrame, problems: list[dict[str, str]], dirs: list[Path],
+                    n_files: int, n_completed: int, png_name: str | None) -> str:
+    """The text of ``report.md``."""
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    n_dup = sum(p["status"] == DUPLICATE for p in problems)
+    n_bad = len(problems) - n_dup
+    md = ["# transferlab report", "",
+          f"Generated {now} from: " + ", ".join(f"`{d}`" for d in dirs), "",
+          f"{n_files} result file(s) found: {n_completed} completed run(s) averaged, "
+          f"{n_bad} incomplete/failed/unreadable, {n_dup} duplicate(s) ignored.", ""]
+    groups = combos(summary) if not summary.empty else []
+    md += _results_section(groups) + _findings_section(summary, groups) + _problems_section(problems)
+    if png_name:
+        md += ["## Learning curve", "", f"![learning curve]({png_name})", ""]
+    return "\n".join(md)

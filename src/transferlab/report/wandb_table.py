@@ -1,0 +1,42 @@
+"""Log the report's summary to Weights & Biases: a ``wandb.Table`` and the learning-curve image."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def log_report_to_wandb(summary: pd.DataFrame, png_path: Path | None, project: str,
+                        group: str | None = None) -> bool:
+    """Log the summary as a ``wandb.Table`` and the figure as ``wandb.Image``.
+
+    Uses a run with ``job_type="report"``; respects WANDB_MODE/WANDB_DIR. Never
+    raises: any wandb failure becomes a warning and False is returned.
+    """
+    run = None
+    try:
+        import wandb
+
+        run = wandb.init(project=project, group=group, job_type="report",
+                         config={"n_rows": int(len(summary))})
+        table_df = summary.astype(object).where(summary.notna(), None)
+        payload: dict[str, Any] = {"report/summary": wandb.Table(dataframe=table_df)}
+        if png_path is not None and Path(png_path).exists():
+            payload["report/learning_curve"] = wandb.Image(str(png_path))
+        run.log(payload)
+        run.finish()
+        run = None
+        return True
+    except Exception as exc:  # noqa: BLE001 - reporting must not break on wandb trouble
+        warnings.warn(f"could not log the report to wandb ({type(exc).__name__}: {exc}); "
+                      "the local report files are unaffected", RuntimeWarning, stacklevel=2)
+        return False
+    finally:
+        if run is not None:
+            try:
+                run.finish(exit_code=1)
+            except Exception:  # noqa: BLE001
+                pass
