@@ -21,6 +21,9 @@ from transferlab.redaction import redact
 
 RESULT_FILE = "result.json"
 
+#: the strategy every transfer strategy is compared with: random initialisation, no transfer
+BASELINE_STRATEGY = "scratch"
+
 #: the metric keys a completed record carries (``metrics``), as Lightning logs them
 TEST_ACC = "test/acc"
 TEST_F1 = "test/f1_macro"

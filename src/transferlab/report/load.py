@@ -133,6 +133,9 @@ def read_entry(path: Path) -> Entry:
     elif not _is_number(flat.get(TEST_ACC)) or not record.strategy:
         entry.kind = PROBLEM
         entry.note = f"completed but missing 'strategy' or numeric metrics['{TEST_ACC}']"
+    elif not _is_number(record.size.value):
+        entry.kind = PROBLEM
+        entry.note = f"completed but its training-set size is not a number ({record.size.kind}={record.size.value!r})"
     return entry
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from transferlab.record import TEST_ACC, TEST_F1
+from transferlab.record import BASELINE_STRATEGY, TEST_ACC, TEST_F1
 from transferlab.report.stats import mean_ci
-from transferlab.strategies import Scratch
 
 #: the keys that make one comparison (a table of its own in the report)
 COMBO_KEYS: tuple[str, ...] = ("experiment", "dataset", "backbone", "weights", "head")
-SCRATCH: str = Scratch.name  # the random-init baseline every transfer strategy is compared with
+SCRATCH: str = BASELINE_STRATEGY  # the random-init baseline every transfer strategy is compared with
 MISSING = "-"  # placeholder for an absent combination key
 
 SUMMARY_COLUMNS: list[str] = [

@@ -6,13 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from transferlab.errors import ConfigError
+from transferlab.record import BASELINE_STRATEGY
 from transferlab.strategies.base import FreezePolicy
 
 
 class Scratch(FreezePolicy):
     """Random initialisation; everything trains. The baseline every transfer strategy is compared with."""
 
-    name = "scratch"
+    name = BASELINE_STRATEGY
     pretrained = False
 
     def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
