@@ -402,11 +402,11 @@ def precision_layout(args: argparse.Namespace, device: torch.device) -> dict[str
 
 # ---- 2. linear probe: cached vs recomputed ---------------------------------------------------------
 def source_path(cfg) -> Path:  # noqa: ANN001
-    from transferlab.features import cache_key
+    from transferlab.identity import digest
     from transferlab.source import source_config, source_key
     from transferlab.train import cache_dir
 
-    return cache_dir(cfg) / "source" / f"{cfg.backbone.name}-{cache_key(source_key(source_config(cfg)))}.safetensors"
+    return cache_dir(cfg) / "source" / f"{cfg.backbone.name}-{digest(source_key(source_config(cfg)), 20)}.safetensors"
 
 
 def linear_probe(args: argparse.Namespace, device: torch.device, work: Path, img_size: int = 0) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 from collections.abc import Mapping
@@ -12,7 +11,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.errors import ConfigError
-from transferlab.features import cache_key
+from transferlab.files import file_lock
+from transferlab.identity import digest
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,10 @@ def source_weights(cfg: DictConfig, cache_dir: Path) -> Path:
     src_cfg = source_config(cfg)
     key = source_key(src_cfg)
     folder = Path(cache_dir) / "source"
-    path = folder / f"{cfg.backbone.name}-{cache_key(key)}.safetensors"
+    path = folder / f"{cfg.backbone.name}-{digest(key, 20)}.safetensors"
     if path.is_file():
         return path
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{path.stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(folder / f"{path.stem}.lock"):
         if not path.is_file():
             log.info("training the source model (%s on %s), cached at %s", cfg.backbone.name, src_cfg.dataset.name, path)
             metrics = fit_source(src_cfg, path, folder / f"{path.stem}-run")

@@ -40,7 +40,7 @@ from transferlab.data import (
     train_selection,
 )
 from transferlab.errors import ConfigError, TransferlabError, WeightsError
-from transferlab.features import cached_features, state_digest
+from transferlab.features.cache import cached_features, state_digest
 from transferlab.model import TransferModule
 from transferlab.reproducible import DistributedSync, SafeCheckpointIO, check_checkpoint_fits
 from transferlab.results import (
