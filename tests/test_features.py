@@ -266,7 +266,7 @@ def test_lp_ft_trains_its_probe_epochs_on_cached_features(tmp_path: Path, monkey
 
 @pytest.mark.parametrize("crash_epoch", [1, 2], ids=["in-probe-stage", "in-finetune-stage"])
 def test_cached_lp_ft_resumes_to_the_uninterrupted_weights(tmp_path: Path, crash_epoch: int) -> None:
-    from transferlab.data import StagedDataModule
+    from transferlab.features.datamodules import StagedDataModule
 
     cfg = make_cfg(tmp_path, *LP_FT, "dataset.batch_size=16")
     assert isinstance(build_run(cfg).datamodule, StagedDataModule)

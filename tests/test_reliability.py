@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from conftest import FAST, ROOT, crash_then_resume, make_cfg
-from transferlab.reproducible import EpochSampler, SafeCheckpointIO, load_checkpoint_safely
+from transferlab.data.sampler import EpochSampler
+from transferlab.reproducible import SafeCheckpointIO, load_checkpoint_safely
 from transferlab.strategies import Gradual
 from transferlab.train import train
 

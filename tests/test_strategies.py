@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from conftest import FAMILIES, make_cfg
-from transferlab.data import StagedDataModule
+from transferlab.features.datamodules import StagedDataModule
 from transferlab.strategies import Finetune, Gradual, LinearProbe, LpFt
 from transferlab.train import Run, build_run, make_trainer
 

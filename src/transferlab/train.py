@@ -28,19 +28,13 @@ from pytorch_lightning.callbacks import Callback
 from transferlab import __version__
 from transferlab.checkpoints import BEST, LAST, BestWeights, LastCheckpoint
 from transferlab.backbone import check_model_name, data_config
-from transferlab.data import (
-    ImageDataModule,
-    SplitsDataModule,
-    StagedDataModule,
-    TensorDataModule,
-    build_transform,
-    loader_settings,
-    load_splits,
-    subsample,
-    train_selection,
-)
+from transferlab.data.loaders import ImageDataModule, SplitsDataModule, loader_settings
+from transferlab.data.registry import load_splits
+from transferlab.data.splits import subsample, train_selection
+from transferlab.data.transforms import build_transform
 from transferlab.errors import ConfigError, TransferlabError, WeightsError
 from transferlab.features.cache import cached_features, state_digest
+from transferlab.features.datamodules import StagedDataModule, TensorDataModule
 from transferlab.model import TransferModule
 from transferlab.reproducible import DistributedSync, SafeCheckpointIO, check_checkpoint_fits
 from transferlab.results import (
