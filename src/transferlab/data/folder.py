@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from transferlab.data.scan import IMAGE_EXTENSIONS, SPLIT_NAMES, FileParts, check_on_bad_file, is_unset, scanned_splits
+from transferlab.data.scan import IMAGE_EXTENSIONS, SPLIT_NAMES, FileOptions, FileParts, is_unset, scanned_splits
 from transferlab.data.splits import DatasetSplits
 from transferlab.errors import ConfigError, DataError
 
@@ -119,24 +119,16 @@ def _split_files(layout: dict[str, Path], class_names: list[str], ignored: list[
     return parts
 
 
-def folder_splits(
-    root: str | None = None,
-    classes: Sequence[str] | None = None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    split_seed: int = 0,
-    on_bad_file: str = "error",
-    verify: bool = True,
-    **_: Any,
-) -> DatasetSplits:
+def folder_splits(root: str | None = None, classes: Sequence[str] | None = None, **options: Any) -> DatasetSplits:
     """An image folder tree, one sub-folder per class.
 
     Either split folders ``root/train/<class>/…`` (with ``val`` (or ``valid``/``validation``) and ``test``;
     a missing one is taken from train by ``val_fraction``/``test_fraction``), or one tree
     ``root/<class>/…`` split by ``split_seed``. Class names are the folder names, sorted (or
-    ``classes``, in its order). Images may sit in nested folders inside a class folder.
+    ``classes``, in its order). Images may sit in nested folders inside a class folder. ``options``:
+    see ``FileOptions`` (other keys are ignored).
     """
-    on_bad_file = check_on_bad_file(on_bad_file)
+    opts = FileOptions.of(options)
     base = _root_folder(root)
     layout = _layout(base)
     train_classes, class_names = _class_names(layout["train"], classes)
@@ -154,4 +146,4 @@ def folder_splits(
             f"({', '.join(ignored[:3])}{'…' if len(ignored) > 3 else ''})",
             stacklevel=2,
         )
-    return scanned_splits(parts, class_names, on_bad_file, str(base), verify, val_fraction, test_fraction, split_seed)
+    return scanned_splits(parts, class_names, str(base), opts)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from transferlab.data.scan import SPLIT_NAMES, FileParts, check_on_bad_file, is_unset, scanned_splits
+from transferlab.data.scan import SPLIT_NAMES, FileOptions, FileParts, is_unset, scanned_splits
 from transferlab.data.splits import DatasetSplits
 from transferlab.errors import ConfigError, DataError
 
@@ -120,24 +120,16 @@ def _split_files(paths: list[str], splits: np.ndarray, labels: np.ndarray, file:
     return parts
 
 
-def manifest_splits(
-    path: str | None = None,
-    classes: Sequence[str] | None = None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    split_seed: int = 0,
-    on_bad_file: str = "error",
-    verify: bool = True,
-    **_: Any,
-) -> DatasetSplits:
+def manifest_splits(path: str | None = None, classes: Sequence[str] | None = None, **options: Any) -> DatasetSplits:
     """Images listed in a CSV (or Parquet) file with columns ``path``, ``label`` and optionally ``split``.
 
     Relative paths are resolved against the manifest's folder. ``label`` is a class name, or an integer:
     an index into ``classes`` when it is given, else the class named by that number. ``split`` is
     train / val / test (valid, validation); splits absent from it (or the whole column) are taken from
     train, stratified by ``split_seed``. Class names are ``classes`` (in its order), else the labels sorted.
+    ``options``: see ``FileOptions`` (other keys are ignored).
     """
-    on_bad_file = check_on_bad_file(on_bad_file)
+    opts = FileOptions.of(options)
     file = _manifest_file(path)
     table = _checked_table(file)
     labels, class_names = _manifest_labels(table, classes, file)
@@ -145,7 +137,7 @@ def manifest_splits(
     base = file.parent
     parts = _split_files(_row_paths(table, base), splits, labels, file)
     where = f"manifest {file} (relative paths resolve against {base})"
-    return scanned_splits(parts, class_names, on_bad_file, where, verify, val_fraction, test_fraction, split_seed)
+    return scanned_splits(parts, class_names, where, opts)
 
 
 def _manifest_labels(table: Any, classes: Sequence[str] | None, file: Path) -> tuple[np.ndarray, list[str]]:

@@ -3,10 +3,12 @@ name, or is left out, before anything trains."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,25 @@ def check_on_bad_file(value: Any) -> str:
     if value not in ON_BAD_FILE:
         raise ConfigError(f"dataset.on_bad_file={value!r} must be one of {list(ON_BAD_FILE)}.")
     return str(value)
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """The dataset keys every file-backed source takes: how bad files are handled and missing splits carved."""
+
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    on_bad_file: str = "error"
+    verify: bool = True
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> FileOptions:
+        """The options among a source's keyword arguments (others are ignored), ``on_bad_file`` checked."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        opts = cls(**{k: v for k, v in options.items() if k in known})
+        check_on_bad_file(opts.on_bad_file)
+        return opts
 
 
 def check_image(path: str) -> str | None:
@@ -88,22 +109,13 @@ def _file_set(paths: Sequence[str], labels: Iterable[int]) -> FileImageSet:
     return FileImageSet(np.asarray(list(paths), dtype=object), np.asarray(list(labels), dtype=np.int64))
 
 
-def scanned_splits(
-    parts: FileParts,
-    class_names: list[str],
-    on_bad_file: str,
-    where: str,
-    verify: bool,
-    val_fraction: float,
-    test_fraction: float,
-    split_seed: int,
-) -> DatasetSplits:
+def scanned_splits(parts: FileParts, class_names: list[str], where: str, opts: FileOptions) -> DatasetSplits:
     """Scan every file (dropping bad ones in skip mode), then fill in missing splits."""
     everything = [p for paths, _ in parts.values() for p in paths]
-    ok = dict(zip(everything, scan_images(everything, on_bad_file, where, verify)))
+    ok = dict(zip(everything, scan_images(everything, opts.on_bad_file, where, opts.verify)))
     kept: dict[str, Images] = {
         split: _file_set([p for p in paths if ok[p]], [lab for p, lab in zip(paths, labels) if ok[p]])
         for split, (paths, labels) in parts.items()
     }
-    sets = carve_missing(kept, val_fraction, test_fraction, split_seed)
+    sets = carve_missing(kept, opts.val_fraction, opts.test_fraction, opts.split_seed)
     return DatasetSplits(sets["train"], sets["val"], sets["test"], class_names)

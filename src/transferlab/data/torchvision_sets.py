@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from transferlab.data.scan import check_on_bad_file, scan_images
+from transferlab.data.scan import FileOptions, scan_images
 from transferlab.data.splits import DatasetSplits, FileImageSet, ImageSet, Images, carve_missing
 from transferlab.errors import ConfigError, DataError
 
@@ -96,20 +96,16 @@ def torchvision_splits(
     root: str | None = "data",
     download: bool = True,
     classes: Sequence[str] | None = None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    split_seed: int = 0,
-    on_bad_file: str = "error",
-    verify: bool = True,
-    **_: Any,
+    **options: Any,
 ) -> DatasetSplits:
     """A torchvision classification dataset by class name (CIFAR10, CIFAR100, Flowers102, OxfordIIITPet, EuroSAT…).
 
     Official splits are used where the dataset has them; a missing val (or test) split is taken from
     train, stratified by ``split_seed``. Files are downloaded into ``root`` when ``download`` is true.
     Image files (not in-memory arrays) are scanned like folder datasets (``on_bad_file``, ``verify``).
+    ``options``: see ``FileOptions`` (other keys are ignored).
     """
-    on_bad_file = check_on_bad_file(on_bad_file)
+    opts = FileOptions.of(options)
     if tv_name not in TORCHVISION:
         lower = {k.lower(): k for k in TORCHVISION}
         hint = f" Did you mean {lower[str(tv_name).lower()]}?" if str(tv_name).lower() in lower else ""
@@ -123,16 +119,15 @@ def torchvision_splits(
     names = getattr(instances["train"], "classes", None)
     n = int(max(int(p.labels.max()) for p in parts.values() if len(p)) + 1)
     class_names = [str(c) for c in names] if names is not None and len(names) == n else [str(i) for i in range(n)]
-    parts = carve_missing(_scanned(parts, tv_name, base, on_bad_file, verify), val_fraction, test_fraction, split_seed)
+    parts = carve_missing(_scanned(parts, tv_name, base, opts), opts.val_fraction, opts.test_fraction, opts.split_seed)
     return DatasetSplits(parts["train"], parts["val"], parts["test"], class_names)
 
 
-def _scanned(parts: dict[str, ImageSet | FileImageSet], name: str, base: Path, on_bad_file: str,
-             verify: bool) -> dict[str, Images]:
+def _scanned(parts: dict[str, ImageSet | FileImageSet], name: str, base: Path, opts: FileOptions) -> dict[str, Images]:
     """The splits with their image files scanned (see ``scan_images``); in-memory arrays as they are."""
     out: dict[str, Images] = dict(parts)
     for split, images in parts.items():
         if isinstance(images, FileImageSet):
-            ok = scan_images(list(images.paths), on_bad_file, f"{name} ({split}) under {base}", verify)
+            ok = scan_images(list(images.paths), opts.on_bad_file, f"{name} ({split}) under {base}", opts.verify)
             out[split] = FileImageSet(images.paths[ok], images.labels[ok])
     return out
