@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from transferlab.data import ToChannels, digits_splits, stratified_split, subsample
+from transferlab.data.digits import digits_splits
+from transferlab.data.splits import stratified_split, subsample
+from transferlab.data.transforms import ToChannels
 from transferlab.errors import ConfigError, DataError
 
 LABELS = np.repeat(np.arange(5), [40, 31, 27, 55, 12])
@@ -81,8 +83,8 @@ def test_in_memory_batches_equal_the_per_example_loader() -> None:
     """BatchedTensors (one index operation per batch) gives the batches DataLoader's collate would."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from transferlab.data import BatchedTensors, SplitsDataModule
-    from transferlab.reproducible import EpochSampler
+    from transferlab.data.loaders import BatchedTensors, SplitsDataModule
+    from transferlab.data.sampler import EpochSampler
 
     x, y = torch.randn(50, 3, 4, 4), torch.arange(50) % 7
     module = SplitsDataModule(batch_size=8, seed=3)

@@ -19,17 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from transferlab.data import (
-    DatasetSplits,
-    FileImageSet,
-    ToChannels,
-    build_transform,
-    load_splits,
-    loader_settings,
-    subsample,
-)
+from transferlab.data.folder import folder_splits
+from transferlab.data.loaders import loader_settings
+from transferlab.data.registry import load_splits
+from transferlab.data.splits import DatasetSplits, FileImageSet, subsample
+from transferlab.data.transforms import ToChannels, build_transform
 from transferlab.errors import ConfigError, DataError
-from transferlab.imagefiles import folder_splits
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 DATA_CFG = {"input_size": (3, 32, 32), "interpolation": "bilinear", "mean": (0.485, 0.456, 0.406),
@@ -207,7 +202,7 @@ def test_sixteen_bit_keeps_brightness_and_alpha_goes_black(tmp_path):
 
 def test_file_order_and_split_do_not_depend_on_listing_order(tmp_path, monkeypatch):
     """The same files give the same splits on any file system, whatever order it lists them in."""
-    import transferlab.imagefiles as imagefiles
+    import transferlab.data.folder as folder_source
 
     root = make_tree(tmp_path, COUNTS)
     a = load_splits(folder_cfg(root))
@@ -218,7 +213,7 @@ def test_file_order_and_split_do_not_depend_on_listing_order(tmp_path, monkeypat
             dirnames.reverse()
             yield dirpath, dirnames, filenames[::-1]
 
-    monkeypatch.setattr(imagefiles.os, "walk", reversed_walk)
+    monkeypatch.setattr(folder_source.os, "walk", reversed_walk)
     b = load_splits(folder_cfg(root))
     assert list(a.train.paths) == list(b.train.paths) and list(a.test.paths) == list(b.test.paths)
     c = load_splits(folder_cfg(root, split_seed=1))
@@ -253,7 +248,7 @@ def test_torchvision_eurosat_layout_offline(tmp_path):
 
 
 def test_torchvision_arrays_become_images():
-    from transferlab.tvdatasets import _images
+    from transferlab.data.torchvision_sets import _images
 
     chw = SimpleNamespace(data=np.zeros((4, 3, 8, 6), dtype=np.uint8), labels=np.array([0, 1, 0, 1]))
     images = _images(chw, "SVHN")
@@ -396,7 +391,7 @@ def test_augmentation_trains_only(tmp_path):
 
 
 def test_cached_feature_run_ignores_augmentation(tmp_path):
-    from transferlab.data import TensorDataModule
+    from transferlab.features.datamodules import TensorDataModule
     from transferlab.run.lifecycle import build_run
 
     root = make_tree(tmp_path / "tree", {"a": 6, "b": 6})

@@ -13,9 +13,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from conftest import crash_then_resume
-import transferlab.features as features
+import transferlab.features.cache as features
 import transferlab.model.module
 from conftest import read_result
+from transferlab.identity import digest
 from transferlab.run.lifecycle import build_run, train
 from transferlab.train import config_dir
 
@@ -221,7 +222,7 @@ def test_a_writer_dying_mid_write_leaves_no_partial_cache(tmp_path: Path, monkey
     assert not list(tmp_path.glob("*.safetensors")) and not list(tmp_path.glob("*.tmp"))
 
     monkeypatch.setattr(features, "atomic_write", real_atomic_write)
-    path = tmp_path / f"{features.cache_key(key)}.safetensors"
+    path = tmp_path / f"{digest(key, 20)}.safetensors"
     path.write_bytes(b"not a safetensors file")  # a broken entry (e.g. a full disk) is recomputed
     _, hit = features.cached_features(nn.Linear(4, 3), data, tmp_path, key)
     assert hit is False
@@ -266,7 +267,7 @@ def test_lp_ft_trains_its_probe_epochs_on_cached_features(tmp_path: Path, monkey
 
 @pytest.mark.parametrize("crash_epoch", [1, 2], ids=["in-probe-stage", "in-finetune-stage"])
 def test_cached_lp_ft_resumes_to_the_uninterrupted_weights(tmp_path: Path, crash_epoch: int) -> None:
-    from transferlab.data import StagedDataModule
+    from transferlab.features.datamodules import StagedDataModule
 
     cfg = make_cfg(tmp_path, *LP_FT, "dataset.batch_size=16")
     assert isinstance(build_run(cfg).datamodule, StagedDataModule)

@@ -1,4 +1,4 @@
-"""Tests for transferlab.glyphs (procedural source-task images)."""
+"""Tests for transferlab.data.glyphs (procedural source-task images)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from transferlab.glyphs import glyph_classes, glyph_grid_png, render_glyphs
+from transferlab.data.glyphs import glyph_classes, glyph_grid_png, render_glyphs
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from conftest import FAST, ROOT, crash_then_resume, make_cfg
-from transferlab.reproducible import EpochSampler
+from transferlab.data.sampler import EpochSampler
 from transferlab.run.checkpoints import SafeCheckpointIO, load_checkpoint_safely
 from transferlab.strategies.policies import Gradual
 from transferlab.run.lifecycle import train

@@ -11,7 +11,7 @@ from torch import nn
 
 from conftest import FAMILIES, ROOT, make_cfg
 from transferlab.errors import ConfigError
-from transferlab.data import StagedDataModule
+from transferlab.features.datamodules import StagedDataModule
 from transferlab.strategies.policies import Finetune, Gradual, LinearProbe, LpFt
 from transferlab.run.assembly import Run
 from transferlab.run.lifecycle import build_run

@@ -18,20 +18,13 @@ import pytorch_lightning as pl
 import timm
 from omegaconf import DictConfig, OmegaConf
 
-from transferlab.data import (
-    DatasetSplits,
-    ImageDataModule,
-    SplitsDataModule,
-    StagedDataModule,
-    TensorDataModule,
-    build_transform,
-    load_splits,
-    loader_settings,
-    subsample,
-    train_selection,
-)
+from transferlab.data.loaders import ImageDataModule, SplitsDataModule, loader_settings
+from transferlab.data.registry import load_splits
+from transferlab.data.splits import DatasetSplits, subsample, train_selection
+from transferlab.data.transforms import build_transform
 from transferlab.errors import ConfigError
-from transferlab.features import cached_features, state_digest
+from transferlab.features.cache import cached_features, state_digest
+from transferlab.features.datamodules import StagedDataModule, TensorDataModule
 from transferlab.identity import resolved, without_neutral_keys
 from transferlab.model.backbone import check_model_name, data_config
 from transferlab.model.module import TransferModule

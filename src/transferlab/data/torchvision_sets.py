@@ -1,4 +1,4 @@
-"""torchvision datasets by name (``dataset=torchvision dataset.tv_name=CIFAR10``), with their own download."""
+"""``dataset=torchvision``: torchvision datasets by name (``dataset.tv_name=CIFAR10``), with their own download."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from transferlab.data import DatasetSplits, FileImageSet, ImageSet, stratified_split
+from transferlab.data.scan import FileOptions, scan_images
+from transferlab.data.splits import DatasetSplits, FileImageSet, ImageSet, Images, carve_missing
 from transferlab.errors import ConfigError, DataError
-from transferlab.imagefiles import check_on_bad_file, scan_images
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ TORCHVISION: dict[str, TVSpec] = {
 
 
 def _instance(name: str, root: Path, download: bool, kwargs: Mapping[str, Any]) -> Any:
+    """The torchvision dataset ``name`` for one split (``kwargs``), downloaded into ``root`` when ``download``."""
     import torchvision.datasets
 
     cls = getattr(torchvision.datasets, name)
@@ -95,20 +96,16 @@ def torchvision_splits(
     root: str | None = "data",
     download: bool = True,
     classes: Sequence[str] | None = None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    split_seed: int = 0,
-    on_bad_file: str = "error",
-    verify: bool = True,
-    **_: Any,
+    **options: Any,
 ) -> DatasetSplits:
     """A torchvision classification dataset by class name (CIFAR10, CIFAR100, Flowers102, OxfordIIITPet, EuroSAT…).
 
     Official splits are used where the dataset has them; a missing val (or test) split is taken from
     train, stratified by ``split_seed``. Files are downloaded into ``root`` when ``download`` is true.
     Image files (not in-memory arrays) are scanned like folder datasets (``on_bad_file``, ``verify``).
+    ``options``: see ``FileOptions`` (other keys are ignored).
     """
-    on_bad_file = check_on_bad_file(on_bad_file)
+    opts = FileOptions.of(options)
     if tv_name not in TORCHVISION:
         lower = {k.lower(): k for k in TORCHVISION}
         hint = f" Did you mean {lower[str(tv_name).lower()]}?" if str(tv_name).lower() in lower else ""
@@ -122,24 +119,15 @@ def torchvision_splits(
     names = getattr(instances["train"], "classes", None)
     n = int(max(int(p.labels.max()) for p in parts.values() if len(p)) + 1)
     class_names = [str(c) for c in names] if names is not None and len(names) == n else [str(i) for i in range(n)]
-    if any(isinstance(p, FileImageSet) for p in parts.values()):
-        for split, images in list(parts.items()):
-            if isinstance(images, FileImageSet):
-                ok = scan_images(list(images.paths), on_bad_file, f"{tv_name} ({split}) under {base}", verify)
-                parts[split] = FileImageSet(images.paths[ok], images.labels[ok])
-    need_val, need_test = "val" not in parts, "test" not in parts
-    if need_val or need_test:
-        train = parts["train"]
-        tr, va, te = stratified_split(train.labels, val_fraction if need_val else 0.0, test_fraction if need_test else 0.0, split_seed)
-        parts["train"] = _subset(train, tr)
-        if need_val:
-            parts["val"] = _subset(train, va)
-        if need_test:
-            parts["test"] = _subset(train, te)
+    parts = carve_missing(_scanned(parts, tv_name, base, opts), opts.val_fraction, opts.test_fraction, opts.split_seed)
     return DatasetSplits(parts["train"], parts["val"], parts["test"], class_names)
 
 
-def _subset(images: ImageSet | FileImageSet, idx: np.ndarray) -> ImageSet | FileImageSet:
-    if isinstance(images, ImageSet):
-        return ImageSet(images.images[idx], images.labels[idx])
-    return FileImageSet(images.paths[idx], images.labels[idx])
+def _scanned(parts: dict[str, ImageSet | FileImageSet], name: str, base: Path, opts: FileOptions) -> dict[str, Images]:
+    """The splits with their image files scanned (see ``scan_images``); in-memory arrays as they are."""
+    out: dict[str, Images] = dict(parts)
+    for split, images in parts.items():
+        if isinstance(images, FileImageSet):
+            ok = scan_images(list(images.paths), opts.on_bad_file, f"{name} ({split}) under {base}", opts.verify)
+            out[split] = FileImageSet(images.paths[ok], images.labels[ok])
+    return out

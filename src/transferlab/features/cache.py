@@ -1,8 +1,8 @@
-"""Pre-computed bottleneck features: run the frozen backbone once, train heads on them many times."""
+"""The feature cache: pooled backbone features of the full splits, stored as safetensors under a key over
+everything that changes them, computed once by whichever job takes the lock first."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 from contextlib import nullcontext
@@ -14,18 +14,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from transferlab.files import atomic_write
+from transferlab.files import atomic_write, file_lock
+from transferlab.identity import digest
 
 SPLITS = ("train", "val", "test")
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (weights identity for cache keys)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def state_digest(module: nn.Module) -> str:
@@ -40,11 +32,6 @@ def state_digest(module: nn.Module) -> str:
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def cache_key(parts: Mapping[str, Any]) -> str:
-    """A key over everything that changes the features: backbone, weights, preprocessing, dataset."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 @torch.no_grad()
@@ -112,13 +99,11 @@ def cached_features(
     """
     from safetensors.torch import save
 
-    path = Path(cache_dir) / f"{cache_key(key_parts)}.safetensors"
+    path = Path(cache_dir) / f"{digest(key_parts, 20)}.safetensors"
     features = _load(path)
     if features is not None:
         return features, True
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(path.parent / f".{path.stem}.lock"):
         features = _load(path)  # another job may have written it while this one waited
         if features is not None:
             return features, True

@@ -1,23 +1,14 @@
-"""Reliability: data order and randomness fixed by (seed, epoch), safe and atomic checkpoints, DDP checks.
+"""The training order and randomness fixed by (seed, epoch).
 
-- ``EpochSampler``: the training order depends only on (seed, epoch) (and the rank's shard); at the start
-  of each epoch it also re-seeds the process RNGs, so augmentation and dropout of epoch ``e`` do not depend
-  on what ran before. A run resumed from its end-of-epoch checkpoint then matches an uninterrupted one.
-- ``SafeCheckpointIO``: checkpoints written to a temporary file in the same folder and renamed into place
-  (a kill never leaves half a ``last.ckpt``), read back with ``torch.load(weights_only=True)`` (no pickled
-  code runs).
-- ``check_checkpoint_fits``: a resume checkpoint from another backbone or class count fails with the keys
-  and shapes that differ, before Lightning touches it.
-- ``DistributedSync``: under DDP, evaluation on every rank uses rank 0's buffers, and at the end of
-  training the parameters are compared across ranks (a block that was not all-reduced is an error).
+``EpochSampler``: the training order depends only on (seed, epoch) (and the rank's shard); at the start
+of each epoch it also re-seeds the process RNGs, so augmentation and dropout of epoch ``e`` do not depend
+on what ran before. A run resumed from its end-of-epoch checkpoint then matches an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import pytorch_lightning as pl
@@ -39,6 +30,7 @@ def seed_process(seed: int) -> None:
 
 
 def _dist_world() -> tuple[int, int]:
+    """(world size, rank) of the DDP process group, or (1, 0) outside one."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size(), torch.distributed.get_rank()
     return 1, 0

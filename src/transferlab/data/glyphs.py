@@ -1,4 +1,4 @@
-"""Procedural "glyph" images: a formula-driven source task for pre-training.
+"""``dataset=glyphs``, procedural "glyph" images: a formula-driven source task for pre-training.
 
 Each class is a fixed, random set of 2-4 pen strokes (line segments, polylines,
 quadratic or cubic Bezier arcs).  Each example redraws its class's strokes with
@@ -9,8 +9,9 @@ pixel centre to the nearest stroke segment, giving white-ish strokes on a black
 background in uint8 -- visually close to scikit-learn's 8x8 digits upsampled to
 ~32 px, which are the target task.
 
-Only numpy is required.  ``glyph_grid_png`` uses matplotlib when it is
-installed and otherwise falls back to a tiny built-in PNG writer.
+The rendering needs only numpy; ``glyph_splits`` splits the images for
+training.  ``glyph_grid_png`` uses matplotlib when it is installed and
+otherwise falls back to a tiny built-in PNG writer.
 
 Determinism
 -----------
@@ -30,11 +31,13 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["glyph_classes", "render_glyphs", "glyph_grid_png"]
+from transferlab.data.splits import DatasetSplits, split_in_memory
+
+__all__ = ["glyph_classes", "render_glyphs", "glyph_grid_png", "glyph_splits"]
 
 # Stream tags, so class shapes and example noise draw from unrelated streams.
 _CLASS_TAG = 0x6C7970  # "glyp"
@@ -83,6 +86,7 @@ def _bezier(ctrl: np.ndarray, n: int) -> np.ndarray:
 
 
 def _polyline_length(p: np.ndarray) -> float:
+    """Total length of a polyline (k, 2)."""
     return float(np.sum(np.hypot(*np.diff(p, axis=0).T)))
 
 
@@ -109,6 +113,7 @@ def _random_stroke(rng: np.random.Generator, start: Union[np.ndarray, None]) -> 
 
 
 def _class_strokes(seed: int, c: int) -> list[np.ndarray]:
+    """Class ``c``'s strokes, normalised into the glyph box; fixed by ``(seed, c)``."""
     rng = np.random.default_rng([_CLASS_TAG, int(seed), int(c)])
     n = int(rng.integers(_MIN_STROKES, _MAX_STROKES + 1))
     strokes: list[np.ndarray] = []
@@ -309,6 +314,22 @@ def render_glyphs(
     v *= (255.0 * ink).astype(np.float32)[:, None]
     images = np.rint(v).astype(np.uint8).reshape(n_img, size, size)
     return images, labels
+
+
+def glyph_splits(
+    num_classes: int = 60,
+    examples_per_class: int = 60,
+    render_size: int = 32,
+    glyph_seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    split_seed: int = 0,
+    **_: Any,
+) -> DatasetSplits:
+    """Procedurally rendered stroke glyphs (the embedded source task), deterministic for ``glyph_seed``."""
+    images, labels = render_glyphs(num_classes, examples_per_class, render_size, glyph_seed)
+    names = [f"glyph_{i:03d}" for i in range(num_classes)]
+    return split_in_memory(images, labels, names, val_fraction, test_fraction, split_seed)
 
 
 # --------------------------------------------------------------------------
