@@ -7,17 +7,18 @@ import os
 import time
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.grid import axes_from_overrides, expand_jobs
 
 TOTAL_ENV = "TRANSFERLAB_SWEEP_TOTAL"
 
 
 def grid_size(config: DictConfig) -> int | None:
-    """Number of jobs in a grid sweep (``hydra.sweeper.params`` and command-line sweeps), if it is a grid."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    """Number of jobs in a grid sweep (``hydra.sweeper.params``, its tuning ``grids`` and command-line sweeps)."""
     sweeper = config.hydra.get("sweeper", {})
     if "n_trials" in sweeper:  # Optuna
         return int(sweeper.n_trials)
@@ -25,6 +26,8 @@ def grid_size(config: DictConfig) -> int | None:
     for override in config.hydra.overrides.task:  # the command line wins over the sweep's params
         merged[override.split("=", 1)[0].lstrip("+~")] = override
     overrides = OverridesParser.create().parse_overrides(list(merged.values()))
+    if sweeper.get("grids"):
+        return len(expand_jobs(axes_from_overrides(overrides), OmegaConf.to_container(sweeper.grids, resolve=True)))
     sizes = [len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in overrides]
     return math.prod(sizes) if sizes else 1
 

@@ -103,6 +103,7 @@ class RunRecord:
     per_class: int | None = _identity()
     seed: int | None = _identity()
     config_hash: str | None = _identity()
+    hparams: dict[str, Any] | None = _identity()  # the tunable hyperparameters' values, by dotted config key
     transferlab_version: str | None = None
     host: str | None = None
     n_train: int | None = None

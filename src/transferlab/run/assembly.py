@@ -30,7 +30,7 @@ from transferlab.model.backbone import check_model_name, data_config
 from transferlab.model.module import TransferModule
 from transferlab.redaction import redact
 from transferlab.run.context import cache_dir
-from transferlab.run.trainer import autocast_dtype, device_of, planned_epochs
+from transferlab.run.trainer import autocast_dtype, budget_steps, device_of, planned_epochs
 from transferlab.strategies.base import FreezePolicy
 from transferlab.strategies.registry import build_policy
 
@@ -73,7 +73,7 @@ def plain(node: Any) -> dict[str, Any]:
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:
-    """The cheap checks, before anything slow: strategy, backbone name, batch size, dataset, subset."""
+    """The cheap checks, before anything slow: strategy, backbone name, batch size, dataset, subset, budget."""
     policy = build_policy(plain(cfg.strategy))
     check_model_name(cfg.backbone.name)
     if int(cfg.dataset.batch_size) < 1:
@@ -83,6 +83,7 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     train_indices = subsample(
         splits.train.labels, cfg.dataset.get("fraction"), cfg.dataset.get("per_class"), cfg.dataset.split_seed, splits.class_names
     )
+    budget_steps(cfg.get("budget"), len(train_indices))  # a bad budget fails here, before the model is built
     return RunPlan(policy, splits, train_indices, dataset_cfg)
 
 

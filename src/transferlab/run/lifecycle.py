@@ -23,7 +23,7 @@ from transferlab.files import read_json, write_json_atomic
 from transferlab.identity import config_hash, resolved
 from transferlab.record import RESULT_FILE, RunRecord, Status, is_completed, read_record, write_record
 from transferlab.redaction import redact, redacted_argv
-from transferlab.run.assembly import Run, assemble, plan_run
+from transferlab.run.assembly import Run, assemble, plain, plan_run
 from transferlab.run.checkpoints import BEST, LAST, BestWeights, LastCheckpoint, check_checkpoint_fits
 from transferlab.run.context import output_dir, rank
 from transferlab.run.distributed import DistributedSync
@@ -48,6 +48,14 @@ def build_run(cfg: DictConfig) -> Run:
     return assemble(cfg, plan, resolve_weights(cfg, plan.policy))
 
 
+def tunable_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The values of the hyperparameters a tuning grid may vary, by dotted key: the optimizer's LR and
+    weight decay and every strategy option. The report selects among a cell's runs by these."""
+    strategy = {f"strategy.{k}": v for k, v in plain(cfg.strategy).items() if k not in ("name", "_target_")}
+    optimizer = plain(cfg.optimizer)
+    return {"optimizer.lr": optimizer.get("lr"), "optimizer.weight_decay": optimizer.get("weight_decay"), **strategy}
+
+
 def start_record(cfg: DictConfig, cfg_hash: str) -> RunRecord:
     """The ``running`` record of a config: what the run is, before anything ran."""
     per_class = cfg.dataset.get("per_class")
@@ -64,6 +72,7 @@ def start_record(cfg: DictConfig, cfg_hash: str) -> RunRecord:
         per_class=per_class,
         seed=int(cfg.seed),
         config_hash=cfg_hash,
+        hparams=tunable_hparams(cfg),
         transferlab_version=__version__,
         host=socket.gethostname(),
     )

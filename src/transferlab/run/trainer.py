@@ -51,28 +51,52 @@ def device_of(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
-def planned_epochs(cfg: DictConfig, n_train: int) -> int:
-    """``trainer.max_epochs``, raised so a small training set still gets ``min_train_steps`` optimizer steps.
+def budget_steps(budget: Any, n_train: int) -> int | None:
+    """The optimizer steps a run of ``n_train`` examples gets under ``cfg.budget`` (None for rule ``epochs``).
 
-    (-1 or null: no epoch limit; a large number stands in.)
+    ``by_size``: the first row of ``budget.table`` whose ``below`` exceeds ``n_train`` (a null ``below``
+    matches any size); ``steps``: ``budget.steps`` for every size.
     """
+    rule = budget.get("rule", "epochs") if budget is not None else "epochs"
+    if rule == "epochs":
+        return None
+    if rule == "steps":
+        steps = budget.get("steps")
+    elif rule == "by_size":
+        steps = next((row["steps"] for row in budget.get("table") or [] if row.get("below") is None or n_train < int(row["below"])), None)
+    else:
+        raise ConfigError(f"budget.rule={rule!r} is unknown; choose by_size, steps or epochs (e.g. budget=by_size).")
+    if steps is None or int(steps) < 1:
+        raise ConfigError(f"budget (rule {rule}) gives {steps!r} steps for {n_train} training examples; give every size ≥ 1 step.")
+    return int(steps)
+
+
+def planned_epochs(cfg: DictConfig, n_train: int) -> int:
+    """How many epochs the run trains: its budget's steps as whole epochs (at least one), or, with
+    ``budget=epochs``, ``trainer.max_epochs`` raised so a small training set still gets ``min_train_steps``
+    optimizer steps. (-1 or null epochs: no limit; a large number stands in.)
+    """
+    steps_per_epoch = math.ceil(n_train / int(cfg.dataset.batch_size))
+    steps = budget_steps(cfg.get("budget"), n_train)
+    if steps is not None:
+        return max(1, round(steps / steps_per_epoch))
     max_epochs = cfg.trainer.get("max_epochs")
     if not max_epochs or int(max_epochs) < 0:
         return 10**6
     min_steps = int(cfg.get("min_train_steps") or 0)
-    steps_per_epoch = math.ceil(n_train / int(cfg.dataset.batch_size))
     return max(int(max_epochs), math.ceil(min_steps / steps_per_epoch)) if min_steps > 0 else int(max_epochs)
 
 
 def trainer_arguments(cfg: DictConfig, n_train: int, checkpoints: bool, reload_dataloaders: bool) -> dict[str, Any]:
     """``cfg.trainer`` with the run's budget and the package's fixed choices filled in.
 
-    With ``min_train_steps`` a small training set gets more epochs, so every size gets at least that
-    many optimizer steps; ``max_validations`` then spaces validation out (every k-th epoch).
+    The epochs come from the run's budget (``planned_epochs``); ``max_validations`` then spaces
+    validation out (every k-th epoch).
     """
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
-    if kwargs.get("max_epochs") and int(kwargs["max_epochs"]) > 0:
+    by_budget = budget_steps(cfg.get("budget"), n_train) is not None
+    if by_budget or (kwargs.get("max_epochs") and int(kwargs["max_epochs"]) > 0):
         kwargs["max_epochs"] = planned_epochs(cfg, n_train)
     if reload_dataloaders:  # StagedDataModule: from cached features to images
         kwargs["reload_dataloaders_every_n_epochs"] = 1

@@ -1,0 +1,1 @@
+"""transferlab's Hydra sweeper for tuning grids (``hydra/sweeper=transferlab_grid``)."""
