@@ -122,6 +122,7 @@ class RunRecord:
     train_time_s: float | None = None
     feature_time_s: float | None = None
     epochs: int | None = None
+    steps: int | None = None  # optimizer steps taken (the budget the run had)
     cached_feature_epochs: int | None = None
     weights_path: str | None = None
     output_dir: str | None = None

@@ -96,12 +96,13 @@ def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 class SplitsDataModule(pl.LightningDataModule):
     """Loaders over three ready datasets (train, val, test).
 
-    The training order depends only on (``seed``, epoch): see ``transferlab.data.sampler.EpochSampler``.
+    The training order depends only on (``seed``, epoch): see ``transferlab.data.sampler.EpochSampler``;
+    a training epoch is ``passes`` passes over the training set.
     """
 
     def __init__(
         self, batch_size: int = 64, num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = False,
-        seed: int = 0,
+        seed: int = 0, passes: int = 1,
     ) -> None:
         super().__init__()
         self.batch_size = batch_size
@@ -109,6 +110,7 @@ class SplitsDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.seed = seed
+        self.passes = passes
         self.start_epoch = 0  # the epoch training (re)starts at: restored from a checkpoint on resume
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -117,11 +119,13 @@ class SplitsDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         """A loader over ``dataset``: in (seed, epoch) order when ``shuffle``, whole batches from in-memory tensors."""
         assert dataset is not None, "setup() must run first"
-        sampler = EpochSampler(dataset, self.seed, self.start_epoch) if shuffle else None
+        sampler = EpochSampler(dataset, self.seed, self.start_epoch, passes=self.passes) if shuffle else None
         batched = isinstance(dataset, TensorDataset)  # preloaded images or cached features
         return DataLoader(
             BatchedTensors(*dataset.tensors) if batched else dataset,
-            batch_size=self.batch_size,
+            # a training batch never holds more than the training set: with several passes per epoch
+            # (a tiny set) each batch is then one pass, as it is with one pass
+            batch_size=min(self.batch_size, len(dataset)) if shuffle else self.batch_size,
             collate_fn=keep_batch if batched else None,
             sampler=sampler,
             generator=sampler.generator if sampler is not None else None,

@@ -7,6 +7,7 @@ on what ran before. A run resumed from its end-of-epoch checkpoint then matches 
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 
@@ -53,11 +54,18 @@ class EpochSampler(DistributedSampler):
     whatever draws random numbers during the epoch (augmentation in the main process, dropout) starts
     from the same state in a fresh and in a resumed run. Give the DataLoader ``generator=sampler.generator``
     and its worker processes are seeded from (seed, epoch, rank) too.
+
+    ``passes`` > 1 makes one epoch that many passes over the data, each in its own order (pass 0 is the
+    order of a one-pass epoch): a tiny training set then pays Lightning's per-epoch cost (hooks,
+    validation, checkpoint checks, about 20 ms on 2 CPU cores) once per several optimizer steps.
     """
 
-    def __init__(self, dataset: Dataset, seed: int = 0, epoch: int = 0, reseed: bool = True) -> None:
+    def __init__(self, dataset: Dataset, seed: int = 0, epoch: int = 0, reseed: bool = True, passes: int = 1) -> None:
         world, rank = _dist_world()
         super().__init__(dataset, num_replicas=world, rank=rank, shuffle=True, seed=int(seed), drop_last=False)
+        self.passes = max(1, int(passes))
+        self.num_samples = math.ceil(self.passes * len(dataset) / self.num_replicas)  # type: ignore[arg-type]
+        self.total_size = self.num_samples * self.num_replicas
         self.reseed = reseed
         self.generator = torch.Generator()
         self.set_epoch(epoch)
@@ -69,9 +77,11 @@ class EpochSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         if self.reseed:
             seed_process(derived_seed(self.seed, self.epoch, self.rank, 1))
-        g = torch.Generator()
-        g.manual_seed(derived_seed(self.seed, self.epoch, 0))
-        indices = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
+        indices: list[int] = []
+        for p in range(self.passes):
+            g = torch.Generator()
+            g.manual_seed(derived_seed(self.seed, self.epoch, 0, *([p] if p else [])))
+            indices += torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
         padding = self.total_size - len(indices)
         if padding > 0:  # every rank gets the same number of samples (as DistributedSampler does)
             indices += (indices * (padding // max(1, len(indices)) + 1))[:padding]

@@ -30,7 +30,7 @@ from transferlab.model.backbone import check_model_name, data_config
 from transferlab.model.module import TransferModule
 from transferlab.redaction import redact
 from transferlab.run.context import cache_dir
-from transferlab.run.trainer import autocast_dtype, budget_steps, device_of, planned_epochs
+from transferlab.run.trainer import autocast_dtype, budget_steps, device_of, epoch_passes, planned_epochs
 from transferlab.strategies.base import FreezePolicy
 from transferlab.strategies.registry import build_policy
 
@@ -132,12 +132,13 @@ def build_module(cfg: DictConfig, plan: RunPlan, weights: str | None, mixup: dic
     )
 
 
-def _loader_options(cfg: DictConfig, decode_on_the_fly: bool) -> dict[str, Any]:
-    """Batch size, seed and DataLoader settings for this machine."""
+def _loader_options(cfg: DictConfig, plan: RunPlan, decode_on_the_fly: bool) -> dict[str, Any]:
+    """Batch size, seed, passes per epoch and DataLoader settings for this machine."""
     workers = {k: cfg.dataset.get(k, "auto") for k in ("num_workers", "pin_memory", "persistent_workers")}
     cuda = device_of(cfg).type == "cuda"
     settings = loader_settings(**workers, decode_on_the_fly=decode_on_the_fly, cuda=cuda)
-    return dict(batch_size=int(cfg.dataset.batch_size), seed=int(cfg.seed), **settings)
+    passes = epoch_passes(cfg, len(plan.train_indices))
+    return dict(batch_size=int(cfg.dataset.batch_size), seed=int(cfg.seed), passes=passes, **settings)
 
 
 def image_datamodule(cfg: DictConfig, plan: RunPlan, preprocess: dict[str, Any], augment: dict[str, Any]) -> ImageDataModule:
@@ -147,7 +148,7 @@ def image_datamodule(cfg: DictConfig, plan: RunPlan, preprocess: dict[str, Any],
     eval_tf = build_transform(preprocess, in_chans, training=False)
     train_tf = build_transform(preprocess, in_chans, training=True, **augment) if augment else eval_tf
     preload = bool(cfg.dataset.get("preload", True))
-    options = _loader_options(cfg, decode_on_the_fly=not preload or bool(augment))
+    options = _loader_options(cfg, plan, decode_on_the_fly=not preload or bool(augment))
     return ImageDataModule(plan.splits, train_tf, eval_tf, plan.train_indices, preload=preload, **options)
 
 
@@ -179,7 +180,7 @@ def assemble(cfg: DictConfig, plan: RunPlan, weights: str | None) -> Run:
     if use_cache:
         start = time.perf_counter()
         features, run.feature_cache_hit = _features(cfg, plan, module, images, preprocess, selection)
-        cached = TensorDataModule(features, plan.train_indices, **_loader_options(cfg, decode_on_the_fly=False))
+        cached = TensorDataModule(features, plan.train_indices, **_loader_options(cfg, plan, decode_on_the_fly=False))
         run.datamodule = cached if plan.policy.features_only else StagedDataModule(cached, images, staged)
         run.feature_time_s = time.perf_counter() - start
     return run

@@ -196,5 +196,6 @@ def _complete(record: RunRecord, run: Run, trainer: Any, ddp: DistributedSync, m
     record.status, record.metrics = Status.COMPLETED, metrics
     record.trainable_params_start = counts[0] if counts else None
     record.train_time_s, record.feature_time_s = round(train_time, 3), round(run.feature_time_s, 3)
-    record.epochs, record.features_cached, record.cached_feature_epochs = epochs, cached_epochs > 0, cached_epochs
+    record.epochs, record.steps = epochs, int(trainer.global_step)
+    record.features_cached, record.cached_feature_epochs = cached_epochs > 0, cached_epochs
     record.weights_path, record.output_dir = run.weights, str(out_dir)

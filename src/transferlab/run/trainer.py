@@ -71,12 +71,25 @@ def budget_steps(budget: Any, n_train: int) -> int | None:
     return int(steps)
 
 
+def epoch_passes(cfg: DictConfig, n_train: int) -> int:
+    """Passes over the training set in one epoch: with a step budget, enough for ``budget.epoch_steps``
+    optimizer steps (a tiny set's epochs are packed; see ``data.sampler.EpochSampler``), else one."""
+    budget = cfg.get("budget")
+    steps = budget_steps(budget, n_train)
+    if steps is None:
+        return 1
+    steps_per_pass = math.ceil(n_train / min(int(cfg.dataset.batch_size), n_train))
+    wanted = math.ceil(int(budget.get("epoch_steps") or 1) / steps_per_pass)
+    return max(1, min(wanted, steps // steps_per_pass))  # never an epoch longer than the whole budget
+
+
 def planned_epochs(cfg: DictConfig, n_train: int) -> int:
     """How many epochs the run trains: its budget's steps as whole epochs (at least one), or, with
     ``budget=epochs``, ``trainer.max_epochs`` raised so a small training set still gets ``min_train_steps``
     optimizer steps. (-1 or null epochs: no limit; a large number stands in.)
     """
-    steps_per_epoch = math.ceil(n_train / int(cfg.dataset.batch_size))
+    # a training batch never holds more than the training set (see SplitsDataModule), so passes never merge
+    steps_per_epoch = math.ceil(epoch_passes(cfg, n_train) * n_train / min(int(cfg.dataset.batch_size), n_train))
     steps = budget_steps(cfg.get("budget"), n_train)
     if steps is not None:
         return max(1, round(steps / steps_per_epoch))

@@ -57,6 +57,7 @@ class FreezePolicy(pl.Callback):
         #: (trainable, total) parameter counts when training started
         self.counts_at_start: tuple[int, int] | None = None
         self._frozen_modules: list[nn.Module] = []
+        self._frozen_for: tuple[int, frozenset[str]] | None = None
 
     # ---- what trains -----------------------------------------------------------------------------
     def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
@@ -97,11 +98,14 @@ class FreezePolicy(pl.Callback):
     # ---- applying --------------------------------------------------------------------------------
     def apply(self, module: pl.LightningModule, epoch: int) -> None:
         """Set ``requires_grad`` and module modes for ``epoch``."""
-        self.trainable = self.trainable_parameters(module, epoch)
+        trainable = self.trainable_parameters(module, epoch)
         for name, param in module.named_parameters():
-            param.requires_grad_(self.mask_mode or name in self.trainable)
+            param.requires_grad_(self.mask_mode or name in trainable)
         self.n_trainable_blocks = self.top_blocks(epoch, len(module.blocks))
-        self._frozen_modules = _maximal_frozen_modules(module.backbone, "backbone", self.trainable)
+        key = (id(module.backbone), frozenset(trainable))
+        if key != self._frozen_for:  # the module walk is O(modules²): redo it only when what trains changes
+            self._frozen_modules, self._frozen_for = _maximal_frozen_modules(module.backbone, "backbone", trainable), key
+        self.trainable = trainable
         if module.training:
             self.set_frozen_eval()
 
