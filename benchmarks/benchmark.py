@@ -51,6 +51,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -79,7 +80,6 @@ def cpu_model() -> str:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    import pytorch_lightning as pl
     import timm
 
     info: dict[str, Any] = {
@@ -226,11 +226,52 @@ class HandLoop:
         return int(counter.get_total_flops())
 
 
-def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> dict[str, Any]:
-    import pytorch_lightning as pl
+class Interleave(pl.Callback):
+    """Times the framework and runs the hand loop in between: one hand step after each framework
+    step (``per_step``: CPU, where nothing is asynchronous), or one hand epoch after each framework
+    epoch (GPU, where a sync per step would hide the framework's launch overhead)."""
 
-    epochs = args.epochs
-    overrides = [
+    def __init__(self, hand: HandLoop, device: torch.device, n_steps: int, per_step: bool) -> None:
+        self.hand, self.device, self.n_steps, self.per_step = hand, device, n_steps, per_step
+        self.fw: list[list[float]] = []  # seconds per step (step mode) or per epoch's steps (epoch mode)
+        self.ref: list[list[float]] = []
+        self.epoch_end_s: list[float] = []  # between the last step of an epoch and the next epoch's start
+        self.mark = 0.0
+        self.hand_batches: Any = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        sync(self.device)
+        now = time.perf_counter()
+        if self.fw:
+            self.epoch_end_s.append(now - self.mark)
+        self.fw.append([])
+        self.ref.append([])
+        self.mark = now
+        self.hand_batches = iter(self.hand.loader)
+        self.hand.model.train()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if self.per_step or batch_idx == self.n_steps - 1:
+            sync(self.device)
+            end = time.perf_counter()
+            self.fw[-1].append(end - self.mark)
+            with torch.enable_grad():
+                if self.per_step:
+                    self.hand.step(*next(self.hand_batches))
+                    sync(self.device)
+                    self.ref[-1].append(time.perf_counter() - end)
+                else:
+                    self.ref[-1].append(self.hand.epoch())
+            self.mark = time.perf_counter()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        sync(self.device)
+        self.epoch_end_s.append(time.perf_counter() - self.mark)
+
+
+def throughput_config(args: argparse.Namespace, device: torch.device, work: Path):  # noqa: ANN201
+    """The fine-tune run the throughput benchmark times: the run's own config, validation off."""
+    return compose([
         "strategy=finetune",
         f"trainer={'gpu' if device.type == 'cuda' else 'cpu'}",
         f"backbone.name={args.model}",
@@ -240,64 +281,23 @@ def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> di
         f"dataset.input_size={args.img_size}",
         f"dataset.batch_size={args.batch_size}",
         f"trainer.precision={args.precision}",
-        f"trainer.max_epochs={epochs}",
+        f"trainer.max_epochs={args.epochs}",
         "+trainer.limit_val_batches=0",
         "trainer.enable_progress_bar=false",
         "logger=csv",
         f"paths.runs_dir={work / 'runs'}",
         f"paths.cache_dir={work / 'cache'}",
-    ]
-    cfg = compose(overrides)
+    ])
+
+
+def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> dict[str, Any]:
+    """Fine-tune images/s of a real run (module, policy, Trainer, callbacks) against a hand loop, interleaved."""
+    cfg = throughput_config(args, device, work)
     run = build_run(cfg)  # the module and freeze policy exactly as a run builds them
     num_classes = int(cfg.dataset.num_classes)
     hand = HandLoop(args, device, num_classes, float(cfg.optimizer.lr), float(cfg.optimizer.weight_decay))
-    flops = hand.step_flops()
     loader = make_loader(args, device, num_classes, seed=1)
-    n_steps = len(loader)
-    per_step = args.interleave == "step"
-
-    class Interleave(pl.Callback):
-        """Times the framework and runs the hand loop in between: one hand step after each framework
-        step (``step``: CPU, where nothing is asynchronous), or one hand epoch after each framework
-        epoch (``epoch``: GPU, where a sync per step would hide the framework's launch overhead)."""
-
-        def __init__(self) -> None:
-            self.fw: list[list[float]] = []  # seconds per step (step mode) or per epoch's steps (epoch mode)
-            self.hand: list[list[float]] = []
-            self.epoch_end_s: list[float] = []  # between the last step of an epoch and the next epoch's start
-            self.mark = 0.0
-            self.hand_batches: Any = None
-
-        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            sync(device)
-            now = time.perf_counter()
-            if self.fw:
-                self.epoch_end_s.append(now - self.mark)
-            self.fw.append([])
-            self.hand.append([])
-            self.mark = now
-            self.hand_batches = iter(hand.loader)
-            hand.model.train()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-            if per_step or batch_idx == n_steps - 1:
-                sync(device)
-                end = time.perf_counter()
-                self.fw[-1].append(end - self.mark)
-                with torch.enable_grad():
-                    if per_step:
-                        hand.step(*next(self.hand_batches))
-                        sync(device)
-                        self.hand[-1].append(time.perf_counter() - end)
-                    else:
-                        self.hand[-1].append(hand.epoch())
-                self.mark = time.perf_counter()
-
-        def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            sync(device)
-            self.epoch_end_s.append(time.perf_counter() - self.mark)
-
-    timer = Interleave()
+    timer = Interleave(hand, device, len(loader), per_step=args.interleave == "step")
     out_dir = work / "throughput"
     # the run's checkpoint callbacks: best weights (in memory, after validation: off here) and last.ckpt
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -305,47 +305,40 @@ def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> di
     best = BestWeights(cfg.monitor, cfg.monitor_mode)
     logger = build_logger(cfg.logger, out_dir, resolved(cfg), "benchmark", "benchmark", "finetune", [])
     trainer = make_trainer(cfg, out_dir, [run.policy, best, checkpoint, timer], logger,
-                           n_train=n_steps * args.batch_size, checkpoints=False)
+                           n_train=len(loader) * args.batch_size, checkpoints=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
         trainer.fit(run.module, train_dataloaders=loader)
+    return {**throughput_summary(args, timer, hand.step_flops()), "checkpoint_every_s": float(cfg.checkpoint_every_s)}
 
-    measured = slice(1, None) if epochs > 1 else slice(None)  # epoch 0 of each loop is warm-up
+
+def throughput_summary(args: argparse.Namespace, timer: Interleave, flops: int) -> dict[str, Any]:
+    """Images/s of both loops (median step, fastest quarter, whole epochs) and TFLOP/s, from ``timer``'s times."""
+    n_steps, per_step = timer.n_steps, timer.per_step
+    measured = slice(1, None) if args.epochs > 1 else slice(None)  # epoch 0 of each loop is warm-up
     fw = [t for e in timer.fw[measured] for t in e]
-    ref = [t for e in timer.hand[measured] for t in e]
+    ref = [t for e in timer.ref[measured] for t in e]
     images = args.batch_size if per_step else n_steps * args.batch_size  # per timed unit
     fw_img_s, ref_img_s = images / statistics.median(fw), images / statistics.median(ref)
-    paired = statistics.median(h / f for f, h in zip(fw, ref))
     # other processes only ever add time: the fastest quarter of each shows the machine's capacity
     fw_q, ref_q = images / quantile(fw, 0.25), images / quantile(ref, 0.25)
-    fw_epoch = [sum(e) for e in timer.fw[measured]]
-    ref_epoch = [sum(e) for e in timer.hand[measured]]
     epoch_end = statistics.median(timer.epoch_end_s[measured]) if timer.epoch_end_s[measured] else 0.0
-    fw_full = n_steps * args.batch_size / statistics.median(t + epoch_end for t in fw_epoch)
-    ref_epoch_img_s = n_steps * args.batch_size / statistics.median(ref_epoch)
+    fw_full = n_steps * args.batch_size / statistics.median(sum(e) + epoch_end for e in timer.fw[measured])
+    ref_epoch_img_s = n_steps * args.batch_size / statistics.median(sum(e) for e in timer.ref[measured])
     per_image = flops / args.batch_size
     return {
-        "model": args.model,
-        "img_size": args.img_size,
-        "batch_size": args.batch_size,
-        "steps_per_epoch": n_steps,
-        "epochs": epochs,
-        "warmup_epochs": 1 if epochs > 1 else 0,
-        "interleave": args.interleave,
-        "precision": args.precision,
-        "channels_last": args.channels_last,
-        "compile": args.compile,
-        "synthetic_on_device": args.synthetic_on_device,
-        "torch_threads": torch.get_num_threads(),
+        "model": args.model, "img_size": args.img_size, "batch_size": args.batch_size, "steps_per_epoch": n_steps,
+        "epochs": args.epochs, "warmup_epochs": 1 if args.epochs > 1 else 0, "interleave": args.interleave,
+        "precision": args.precision, "channels_last": args.channels_last, "compile": args.compile,
+        "synthetic_on_device": args.synthetic_on_device, "torch_threads": torch.get_num_threads(),
         "framework_img_s": round(fw_img_s, 1),
         "hand_loop_img_s": round(ref_img_s, 1),
         "ratio": round(fw_img_s / ref_img_s, 3),
-        "ratio_paired": round(paired, 3),  # median of hand time / framework time over adjacent pairs
+        "ratio_paired": round(statistics.median(h / f for f, h in zip(fw, ref)), 3),  # median of adjacent pairs' hand / framework
         "framework_img_s_fastest_quarter": round(fw_q, 1),
         "hand_loop_img_s_fastest_quarter": round(ref_q, 1),
         "ratio_fastest_quarter": round(fw_q / ref_q, 3),
         "epoch_end_s": round(epoch_end, 3),  # epoch-end hooks and checkpoint writes, median
-        "checkpoint_every_s": float(cfg.checkpoint_every_s),
         "framework_incl_epoch_end_img_s": round(fw_full, 1),
         "hand_loop_epoch_img_s": round(ref_epoch_img_s, 1),  # whole epochs, median
         "ratio_incl_epoch_end": round(fw_full / ref_epoch_img_s, 3),
@@ -354,7 +347,7 @@ def throughput(args: argparse.Namespace, device: torch.device, work: Path) -> di
         "hand_loop_tflop_s": round(per_image * ref_img_s / 1e12, 3),
         "seconds": {
             "framework": [[round(t, 4) for t in e] for e in timer.fw],
-            "hand_loop": [[round(t, 4) for t in e] for e in timer.hand],
+            "hand_loop": [[round(t, 4) for t in e] for e in timer.ref],
             "epoch_end": [round(t, 3) for t in timer.epoch_end_s],
         },
     }
