@@ -118,12 +118,12 @@ def test_a_cell_where_every_configuration_failed_is_listed_as_failed(tmp_path: P
 def test_a_metric_no_run_logged_fails_clearly_before_writing(trap: Path, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    assert main([str(trap), "--out", str(out), "--select-metric", "val/acc_bst"]) == 2
+    assert main([str(trap), "--out", str(out), "--select-metric", "val/acc_bst", "--no-wandb-mark"]) == 2
     err = capsys.readouterr().err
     assert "'val/acc_bst' was logged by no completed run" in err
     assert "Did you mean val/acc_best?" in err and "test/acc, test/f1_macro, val/acc_best" in err
     assert not out.exists()
-    assert main([str(trap), "--out", str(out), "--select-metric", "test/acc"]) == 2
+    assert main([str(trap), "--out", str(out), "--select-metric", "test/acc", "--no-wandb-mark"]) == 2
     assert "is a test metric" in capsys.readouterr().err and not out.exists()
 
 
@@ -267,3 +267,52 @@ def test_an_inner_choice_is_shown_next_to_the_selected_values(trap: Path, monkey
         rec["probe"] = {"l2": 0.01}
         p.write_text(json.dumps(rec))
     assert row(analyse(scan_results([trap])).summary, "finetune")["selected_hparams"] == "lr=0.003, l2=0.01 (3/3)"
+
+
+# ---------------------------------------------------------------- W&B
+
+
+def offline_runs(root: Path, monkeypatch: pytest.MonkeyPatch) -> dict[float, Path]:
+    """Two configurations of one cell, each with an offline W&B run as transferlab-train makes it."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    dirs = {}
+    for lr, val in ((0.001, 0.8), (0.01, 0.9)):
+        f = run(root, "finetune", 0, 0.5, val, lr=lr)
+        w = wandb.init(project="tl-select-test", id=f"sel{str(lr)[2:]}", mode="offline", dir=str(f.parent),
+                       reinit="finish_previous")
+        info = {"id": w.id, "mode": "offline", "dir": str(Path(w.dir).parent)}
+        w.finish()
+        rec = json.loads(f.read_text()) | {"wandb": info}
+        f.write_text(json.dumps(rec))
+        (f.parent / ".hydra").mkdir()  # the project comes from the run's Hydra config
+        (f.parent / ".hydra" / "config.yaml").write_text("logger:\n  name: wandb\n  project: tl-select-test\n")
+        dirs[lr] = f.parent / "wandb"
+    wandb.teardown()
+    return dirs
+
+
+def test_each_run_s_wandb_summary_says_whether_it_was_selected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from wandb_records import read_run
+
+    dirs = offline_runs(tmp_path / "runs", monkeypatch)
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    assert "W&B: marked 2 run(s)" in capsys.readouterr().out
+    for lr, selected in ((0.001, False), (0.01, True)):
+        first, mark = sorted(dirs[lr].glob("offline-run-*"))  # the run, then its resume: synced in this order
+        marked = read_run(mark)
+        assert marked.id == read_run(first).id and marked.project == "tl-select-test"
+        assert marked.summary["selected"] is selected
+
+
+def test_wandb_trouble_never_fails_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wandb
+
+    offline_runs(tmp_path / "runs", monkeypatch)
+    monkeypatch.setattr(wandb, "init", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no wandb today")))
+    with pytest.warns(RuntimeWarning, match="no wandb today"):
+        assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.md").is_file()

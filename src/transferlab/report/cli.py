@@ -20,6 +20,7 @@ from transferlab.report.recommend import answer_rows, answers
 from transferlab.report.selection import DEFAULT_METRIC, Selection, SelectionMetricError, select_runs, summary_extras
 from transferlab.report.summary import combos, summarize
 from transferlab.report.views import DEPTH_COLUMN, LR_COLUMN, depth_strategies, held_fixed, varies
+from transferlab.report.wandb_runs import mark_selected
 from transferlab.report.wandb_table import log_report_to_wandb
 
 OUTPUT_MODE = 0o644  # report files are for everyone to read
@@ -146,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb-project", default=None,
                    help="also log the summary table and figures to this W&B project")
     p.add_argument("--wandb-group", default=None, help="W&B group for the report run")
+    p.add_argument("--no-wandb-mark", action="store_true",
+                   help="do not write selected: true/false into each run's own W&B summary")
     return p
 
 
@@ -163,6 +166,13 @@ def _print_outcome(a: Analysis, n_problems: int, paths: ReportPaths, dirs: list[
     for path in (paths.csv, paths.md, paths.png, paths.sensitivity, paths.freeze_depth):
         if path is not None:
             print(f"wrote {path}")
+
+
+def _mark_wandb_runs(selection: Selection) -> None:
+    result = mark_selected(selection.frame)
+    if result.marked or result.skipped:
+        print(f"W&B: marked {result.marked} run(s) selected/not selected in {result.seconds:.1f} s"
+              + (f"; skipped {len(result.skipped)}: no offline-run folder where the record says" if result.skipped else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,4 +202,6 @@ def main(argv: list[str] | None = None) -> int:
         images = {"learning_curve": paths.png, "sensitivity": paths.sensitivity, "freeze_depth": paths.freeze_depth}
         log_report_to_wandb(analysis.summary, paths.png, args.wandb_project, args.wandb_group,
                             images={k: v for k, v in images.items() if v is not None})
+    if not args.no_wandb_mark:
+        _mark_wandb_runs(analysis.selection)
     return 0 if not analysis.summary.empty else 1
