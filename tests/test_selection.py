@@ -72,13 +72,19 @@ def test_the_reported_test_metric_is_the_validation_selected_one(trap: Path, tmp
     assert "the test split never selects" in md and "Ties go to the smaller `optimizer.lr`" in md
 
 
-def test_a_validation_metric_given_by_flag_selects(trap: Path) -> None:
-    for p in trap.rglob("result.json"):  # a second validation metric that prefers the smallest LR
+def test_a_validation_metric_given_by_flag_selects_and_a_loss_is_minimised(trap: Path) -> None:
+    for p in trap.rglob("result.json"):  # a validation loss that is lowest at the smallest LR
         rec = json.loads(p.read_text())
-        rec["metrics"]["val/loss_neg"] = -rec["hparams"]["optimizer.lr"]
+        rec["metrics"]["val/loss"] = rec["hparams"]["optimizer.lr"]
         p.write_text(json.dumps(rec))
-    r = row(analyse(scan_results([trap]), "val/loss_neg", explicit=True).summary, "finetune")
+    a = analyse(scan_results([trap]), "val/loss", explicit=True)
+    r = row(a.summary, "finetune")
     assert r["selected_hparams"] == "lr=0.001 (3/3)" and r["acc_mean"] == pytest.approx(0.96)
+    assert "the lowest validation metric `val/loss`" in a.selection.rule
+    out = trap.parent / "out"
+    assert main([str(trap), "--out", str(out), "--select-metric", "val/loss", "--select-mode", "max", "--no-wandb-mark"]) == 0
+    csv = pd.read_csv(out / "results.csv")
+    assert set(csv.loc[csv["selected"], "hparams.optimizer.lr"]) == {0.01}
 
 
 def test_ties_go_to_the_smaller_lr_then_the_smaller_backbone_lr(tmp_path: Path) -> None:

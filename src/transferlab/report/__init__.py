@@ -2,12 +2,13 @@
 
 Usage::
 
-    transferlab-report DIR... [--out OUT] [--select-metric M] [--wandb-project P] [--wandb-group G] [--no-wandb-mark]
+    transferlab-report DIR... [--out OUT] [--select-metric M] [--select-mode max|min]
+                       [--wandb-project P] [--wandb-group G] [--no-wandb-mark]
 
 Finds every ``result.json`` below the given folders; in each cell (combination, strategy, training-set
 size, seed) selects the configuration (distinct ``hparams``) with the best validation metric
-(``val/acc_best`` by default, ties to the smaller LR); averages the selected runs over seeds per
-(strategy, size); answers, per size, which strategy to use (the best, or the cheapest not significantly
+(``val/acc_best`` by default; lower wins for a loss; ties to the smaller LR); averages the selected runs
+over seeds per (strategy, size); answers, per size, which strategy to use (the best, or the cheapest not significantly
 worse by Welch's t-test); and writes ``results.csv`` (every file, with ``selected``), ``report.md``,
 ``learning_curve.png`` and, when the runs vary in LR or freeze depth, ``sensitivity.png`` and
 ``freeze_depth.png`` into OUT (default: ``DIR/report`` for the first DIR). Failed or unreadable runs are

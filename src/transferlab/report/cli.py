@@ -60,10 +60,11 @@ def scan_results(dirs: list[Path]) -> Scan:
     return found
 
 
-def analyse(found: Scan, metric: str = DEFAULT_METRIC, explicit: bool = False) -> Analysis:
-    """Select on ``metric`` in every cell, then summarise; raises SelectionMetricError before anything is written."""
-    sel = select_runs(found, metric, explicit)
-    summary = summarize(sel.selected, extra=summary_extras(metric))
+def analyse(found: Scan, metric: str = DEFAULT_METRIC, explicit: bool = False, higher: bool | None = None) -> Analysis:
+    """Select on ``metric`` in every cell (see :func:`select_runs`), then summarise; raises SelectionMetricError
+    before anything is written."""
+    sel = select_runs(found, metric, explicit, higher)
+    summary = summarize(sel.selected, extra=summary_extras())
     return Analysis(sel, summary, held_fixed(sel, LR_COLUMN), held_fixed(sel, DEPTH_COLUMN))
 
 
@@ -98,7 +99,7 @@ def write_outputs(found: Scan, analysis: Analysis, dirs: list[Path], out: Path) 
     return ReportPaths(out=out, csv=csv_path, md=md_path, png=png, sensitivity=sens, freeze_depth=depth)
 
 
-def write_report(dirs: list[Path], out: Path, select_metric: str | None = None) -> ReportPaths:
+def write_report(dirs: list[Path], out: Path, select_metric: str | None = None, higher: bool | None = None) -> ReportPaths:
     """Scan ``dirs``, select on ``select_metric`` (default ``val/acc_best``) and write the report into ``out``.
 
     Raises :class:`NoResultsError` when no result.json is found and SelectionMetricError for a metric
@@ -106,7 +107,7 @@ def write_report(dirs: list[Path], out: Path, select_metric: str | None = None) 
     """
     dirs = [Path(d) for d in dirs]
     found = scan_results(dirs)
-    analysis = analyse(found, select_metric or DEFAULT_METRIC, explicit=select_metric is not None)
+    analysis = analyse(found, select_metric or DEFAULT_METRIC, explicit=select_metric is not None, higher=higher)
     return write_outputs(found, analysis, dirs, Path(out))
 
 
@@ -144,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: DIR/report for the first DIR)")
     p.add_argument("--select-metric", default=None, metavar="METRIC",
                    help=f"validation metric that selects each cell's configuration (default {DEFAULT_METRIC})")
+    p.add_argument("--select-mode", choices=("max", "min"), default=None,
+                   help="whether the highest or lowest metric wins (default: min for a loss or error, else max)")
     p.add_argument("--wandb-project", default=None,
                    help="also log the summary table and figures to this W&B project")
     p.add_argument("--wandb-group", default=None, help="W&B group for the report run")
@@ -187,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         args.dirs[0] / "report" if args.dirs[0].is_dir() else args.dirs[0].parent / "report")
     try:
         found = scan_results(args.dirs)
-        analysis = analyse(found, args.select_metric or DEFAULT_METRIC, explicit=args.select_metric is not None)
+        analysis = analyse(found, args.select_metric or DEFAULT_METRIC, explicit=args.select_metric is not None,
+                           higher=None if args.select_mode is None else args.select_mode == "max")
     except NoResultsError as exc:
         print(f"error: {exc}.\nNothing to report: point transferlab-report at the folder(s) where "
               f"your runs wrote their {RESULT_FILE} files (e.g. the Hydra `outputs/` or "

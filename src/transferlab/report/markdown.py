@@ -13,7 +13,7 @@ from transferlab.record import DataSize
 from transferlab.report.findings import CLAIM_RULE, POWER_NOTE, combo_findings, findings
 from transferlab.report.load import DUPLICATE, first_line
 from transferlab.report.recommend import RECOMMEND_RULE, answer_rows, answers
-from transferlab.report.selection import PENDING_STATUSES, SELECTION_RULE, Selection
+from transferlab.report.selection import PENDING_STATUSES, Selection
 from transferlab.report.stats import fmt_ms
 from transferlab.report.summary import SCRATCH, combos
 from transferlab.report.views import CELL_LEGEND, DEPTH_COLUMN, LR_COLUMN, depth_strategies, view_rows
@@ -51,7 +51,7 @@ def _table_row(r: pd.Series, mixed: bool) -> list[str]:
     ])
 
 
-SELECTION_HEADER = ["val acc (selected, mean)", "configs compared", "selected", "tuning-grid train time (mean s)"]
+SELECTION_HEADER = ["val metric (selected, mean)", "configs compared", "selected", "tuning-grid train time (mean s)"]
 
 
 def table_rows(sub: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -112,7 +112,7 @@ def _counts_line(c: ReportContent) -> str:
 
 
 def _results_section(c: ReportContent, groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
-    md = ["## Results (configurations selected on validation)", "", SELECTION_RULE.format(metric=c.selection.metric), ""]
+    md = ["## Results (configurations selected on validation)", "", c.selection.rule, ""]
     if not groups:
         md += ["No completed runs.", ""]
     for label, sub in groups:

@@ -37,7 +37,7 @@ INNER_CHOICES: tuple[tuple[str, str], ...] = ()
 PENDING_STATUSES = (Status.RUNNING.value, Status.INTERRUPTED.value)
 
 SELECTION_RULE = (
-    "In each cell (combination, strategy, training-set size, seed) the configuration with the highest "
+    "In each cell (combination, strategy, training-set size, seed) the configuration with the {best} "
     "validation metric `{metric}` is selected, and only its test metric is reported; the test split never "
     "selects. Ties go to the smaller `optimizer.lr`, then the smaller backbone LR "
     "(`optimizer.lr × strategy.backbone_lr_scale`), then a stable order (the configuration's text, the "
@@ -67,6 +67,12 @@ def check_metric(metric: str, logged: Sequence[str], explicit: bool, needed: boo
         f"{', '.join(logged)}. Pass one of the validation metrics with --select-metric.")
 
 
+def higher_is_better(metric: str) -> bool:
+    """The default direction of a selection metric: lower is better for a loss or an error, else higher."""
+    name = metric.rsplit("/", 1)[-1].lower()
+    return not ("loss" in name or "err" in name)
+
+
 def _number(v: Any) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
@@ -82,9 +88,10 @@ def _hparam_columns(hp: dict[str, Any] | None) -> dict[str, Any]:
             "depth": depth}
 
 
-def candidates(found: Scan, metric: str) -> pd.DataFrame:
+def candidates(found: Scan, metric: str, higher: bool = True) -> pd.DataFrame:
     """Every configuration tried (:meth:`Scan.attempts`), cell keys normalised, with ``config``, ``lr``,
-    ``backbone_lr``, ``depth`` (inf: all blocks; NaN: unknown) and ``score`` (the selection metric)."""
+    ``backbone_lr``, ``depth`` (inf: all blocks; NaN: unknown), ``score`` (the selection metric) and
+    ``rank`` (the score, negated when lower is better)."""
     df = found.attempts()
     if df.empty:
         return df
@@ -96,6 +103,7 @@ def candidates(found: Scan, metric: str) -> pd.DataFrame:
     df["solo"] = df["path"].where(df["config"] == "", "")
     df["score"] = pd.to_numeric(df[metric], errors="coerce") if metric in df else np.nan
     df["score"] = df["score"].where(df["counted"].astype(bool))
+    df["rank"] = df["score"] if higher else -df["score"]
     return df
 
 
@@ -128,7 +136,7 @@ def select(df: pd.DataFrame, within: Sequence[str] = ()) -> pd.DataFrame:
     groups = [*CELL, *within]
     df = df.dropna(subset=list(within)).copy() if within else df.copy()
     done = df[df["counted"].astype(bool)]
-    ranked = done.assign(neg=-done["score"].round(9)).sort_values(
+    ranked = done.assign(neg=-done["rank"].round(9)).sort_values(
         ["neg", "lr", "backbone_lr", "config", "path"], na_position="last", kind="stable")
     winners = ranked.index[~ranked.duplicated(groups, keep="first")]
     df["selected"] = df.index.isin(winners)
@@ -164,7 +172,8 @@ def unselected_cells(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _mean(s: pd.Series) -> float:
+def numeric_mean(s: pd.Series) -> float:
+    """The mean of the numbers in ``s`` (anything else ignored)."""
     return float(pd.to_numeric(s, errors="coerce").mean())
 
 
@@ -181,11 +190,11 @@ def _counts(s: pd.Series) -> str:
     return "; ".join(f"{c or '—'} ({k}/{n})" for c, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def summary_extras(metric: str) -> dict[str, Extra]:
+def summary_extras() -> dict[str, Extra]:
     """The summary columns selection adds: selected validation mean, configurations compared, the tuning
     grid's train time (mean over seeds) and the selected values (``lr=0.003 (3/3)``)."""
-    return {"val_mean": ("score", _mean), "configs": ("n_configs", _range),
-            "grid_time_s": ("grid_time_s", _mean), "selected_hparams": ("choice", _counts)}
+    return {"val_mean": ("score", numeric_mean), "configs": ("n_configs", _range),
+            "grid_time_s": ("grid_time_s", numeric_mean), "selected_hparams": ("choice", _counts)}
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,12 @@ class Selection:
     frame: pd.DataFrame  # :func:`select` output over :func:`candidates`
     unselected: pd.DataFrame  # :func:`unselected_cells`
     metric: str
+    higher: bool = True  # whether a higher metric is better
+
+    @property
+    def rule(self) -> str:
+        """:data:`SELECTION_RULE` for this metric and direction."""
+        return SELECTION_RULE.format(metric=self.metric, best="highest" if self.higher else "lowest")
 
     @property
     def selected(self) -> pd.DataFrame:
@@ -205,16 +220,14 @@ class Selection:
     def selected_paths(self) -> set[str]:
         return set(self.selected["path"]) if not self.frame.empty else set()
 
-    @property
-    def multi_config(self) -> bool:
-        """Whether any cell compares more than one configuration."""
-        return not self.frame.empty and bool((self.frame["n_configs"] > 1).any())
 
-
-def select_runs(found: Scan, metric: str = DEFAULT_METRIC, explicit: bool = False) -> Selection:
-    """Select on ``metric`` in every cell of ``found``; raises :class:`SelectionMetricError` (see :func:`check_metric`)."""
-    df = candidates(found, metric)
+def select_runs(found: Scan, metric: str = DEFAULT_METRIC, explicit: bool = False,
+                higher: bool | None = None) -> Selection:
+    """Select on ``metric`` (higher is better unless ``higher`` is False, or None and the name says loss or
+    error) in every cell of ``found``; raises :class:`SelectionMetricError` (see :func:`check_metric`)."""
+    higher = higher_is_better(metric) if higher is None else higher
+    df = candidates(found, metric, higher)
     chosen = select(df) if not df.empty else df
     check_metric(metric, found.metric_names(), explicit,
                  needed=not chosen.empty and bool((chosen["n_configs"] > 1).any()))
-    return Selection(chosen, unselected_cells(df), metric)
+    return Selection(chosen, unselected_cells(df), metric, higher)

@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from transferlab.record import DataSize
-from transferlab.report.selection import Selection, select
+from transferlab.report.selection import Selection, numeric_mean, select
 from transferlab.report.stats import fmt_ms
 from transferlab.report.summary import COMBO_KEYS, summarize
 
@@ -24,10 +24,6 @@ def _std(s: pd.Series) -> float:
     return float(values.std(ddof=1)) if len(values) > 1 else math.nan
 
 
-def _mean(s: pd.Series) -> float:
-    return float(pd.to_numeric(s, errors="coerce").mean())
-
-
 def _count(s: pd.Series) -> int:
     return int(s.astype(bool).sum())
 
@@ -36,7 +32,7 @@ def held_fixed(sel: Selection, column: str) -> pd.DataFrame:
     """Per combination × strategy × size × value of ``column``: test and validation accuracy of the runs
     selected at that value (mean ± std over seeds, ``val_mean``/``val_std``) and ``n_chosen``, the number
     of seeds whose overall selection has this value. Empty when no completed run knows ``column``."""
-    extra = {"val_mean": ("score", _mean), "val_std": ("score", _std), "n_chosen": ("chosen", _count)}
+    extra = {"val_mean": ("score", numeric_mean), "val_std": ("score", _std), "n_chosen": ("chosen", _count)}
     df = sel.frame
     done = df[df["counted"].astype(bool) & df[column].notna()] if not df.empty else df
     if done.empty:
