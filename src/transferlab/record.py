@@ -103,7 +103,9 @@ class RunRecord:
     per_class: int | None = _identity()
     seed: int | None = _identity()
     config_hash: str | None = _identity()
-    hparams: dict[str, Any] | None = _identity()  # the tunable hyperparameters' values, by dotted config key
+    # the run's tunable hyperparameters by dotted config key (``optimizer.lr``, ``strategy.*``, …): what the
+    # report's selection on validation tells configurations apart by; None in records written before it
+    hparams: dict[str, Any] | None = _identity()
     transferlab_version: str | None = None
     host: str | None = None
     n_train: int | None = None

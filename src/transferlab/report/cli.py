@@ -1,4 +1,5 @@
-"""The ``transferlab-report`` command: scan once, write results.csv, report.md and learning_curve.png, print."""
+"""The ``transferlab-report`` command: scan once, select on validation, write results.csv, report.md and the
+figures (learning_curve.png; sensitivity.png and freeze_depth.png when the runs vary in LR or depth), print."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ from transferlab.files import atomic_write
 from transferlab.record import RESULT_FILE
 from transferlab.report.findings import findings
 from transferlab.report.load import Scan, scan
-from transferlab.report.markdown import md_table, render_markdown, table_rows
-from transferlab.report.plot import plot_learning_curve
+from transferlab.report.markdown import ReportContent, md_table, render_markdown, table_rows
+from transferlab.report.plot import plot_freeze_depth, plot_learning_curve, plot_sensitivity
+from transferlab.report.recommend import answer_rows, answers
+from transferlab.report.selection import DEFAULT_METRIC, Selection, SelectionMetricError, select_runs, summary_extras
 from transferlab.report.summary import combos, summarize
+from transferlab.report.views import DEPTH_COLUMN, LR_COLUMN, depth_strategies, held_fixed, varies
+from transferlab.report.wandb_runs import mark_selected
 from transferlab.report.wandb_table import log_report_to_wandb
 
 OUTPUT_MODE = 0o644  # report files are for everyone to read
@@ -27,12 +32,24 @@ class NoResultsError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class ReportPaths:
-    """Where :func:`write_report` put its outputs (``png`` is None without completed runs)."""
+    """Where :func:`write_report` put its outputs (a figure is None when it was not drawn)."""
 
     out: Path
     csv: Path
     md: Path
-    png: Path | None
+    png: Path | None  # learning_curve.png, None without completed runs
+    sensitivity: Path | None = None  # sensitivity.png, None without LR variation
+    freeze_depth: Path | None = None  # freeze_depth.png, None without freeze-depth variation
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the report says, before anything is written."""
+
+    selection: Selection
+    summary: pd.DataFrame  # the selected runs, summarised
+    lr_view: pd.DataFrame
+    depth_view: pd.DataFrame
 
 
 def scan_results(dirs: list[Path]) -> Scan:
@@ -43,35 +60,55 @@ def scan_results(dirs: list[Path]) -> Scan:
     return found
 
 
+def analyse(found: Scan, metric: str = DEFAULT_METRIC, explicit: bool = False, higher: bool | None = None) -> Analysis:
+    """Select on ``metric`` in every cell (see :func:`select_runs`), then summarise; raises SelectionMetricError
+    before anything is written."""
+    sel = select_runs(found, metric, explicit, higher)
+    summary = summarize(sel.selected, extra=summary_extras())
+    return Analysis(sel, summary, held_fixed(sel, LR_COLUMN), held_fixed(sel, DEPTH_COLUMN))
+
+
 def _write_text(path: Path, text: str) -> None:
     data = text.encode("utf-8")
     atomic_write(path, lambda f: f.write(data), mode=OUTPUT_MODE)
 
 
-def write_outputs(found: Scan, summary: pd.DataFrame, dirs: list[Path], out: Path) -> ReportPaths:
-    """Write results.csv, report.md and (with completed runs) learning_curve.png into ``out``."""
+def _results_csv(found: Scan, selection: Selection) -> str:
+    """Every file found (every status), with ``selected`` after ``counted``."""
+    frame = found.frame()
+    frame.insert(frame.columns.get_loc("counted") + 1, "selected", frame["path"].isin(selection.selected_paths))
+    return frame.to_csv(index=False)
+
+
+def write_outputs(found: Scan, analysis: Analysis, dirs: list[Path], out: Path) -> ReportPaths:
+    """Write results.csv, report.md and (with completed runs) the figures into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "results.csv", out / "report.md"
-    _write_text(csv_path, found.frame().to_csv(index=False))
-    png_path: Path | None = None
-    if not summary.empty:
-        png_path = plot_learning_curve(summary, out / "learning_curve.png")
-    problems = found.problems()
-    n_completed = len(found.entries) - len(problems)
-    _write_text(md_path, render_markdown(summary, problems, dirs, len(found.entries), n_completed,
-                                         png_path.name if png_path else None))
-    return ReportPaths(out=out, csv=csv_path, md=md_path, png=png_path)
+    _write_text(csv_path, _results_csv(found, analysis.selection))
+    png = sens = depth = None
+    if not analysis.summary.empty:
+        png = plot_learning_curve(analysis.summary, out / "learning_curve.png")
+    if varies(analysis.lr_view, LR_COLUMN):
+        sens = plot_sensitivity(analysis.lr_view, out / "sensitivity.png")
+    if not depth_strategies(analysis.depth_view).empty:
+        depth = plot_freeze_depth(depth_strategies(analysis.depth_view), out / "freeze_depth.png")
+    figures = {k: p.name for k, p in (("learning_curve", png), ("sensitivity", sens), ("freeze_depth", depth)) if p}
+    content = ReportContent(analysis.summary, analysis.selection, analysis.lr_view, analysis.depth_view,
+                            found.problems(), dirs, len(found.entries), figures)
+    _write_text(md_path, render_markdown(content))
+    return ReportPaths(out=out, csv=csv_path, md=md_path, png=png, sensitivity=sens, freeze_depth=depth)
 
 
-def write_report(dirs: list[Path], out: Path) -> ReportPaths:
-    """Scan ``dirs`` and write results.csv, report.md and learning_curve.png into ``out``.
+def write_report(dirs: list[Path], out: Path, select_metric: str | None = None, higher: bool | None = None) -> ReportPaths:
+    """Scan ``dirs``, select on ``select_metric`` (default ``val/acc_best``) and write the report into ``out``.
 
-    Raises :class:`NoResultsError` when no result.json is found. Without any
-    completed run the figure is skipped (``png`` is None).
+    Raises :class:`NoResultsError` when no result.json is found and SelectionMetricError for a metric
+    that cannot select (nothing is written then). Without any completed run the figures are skipped.
     """
     dirs = [Path(d) for d in dirs]
     found = scan_results(dirs)
-    return write_outputs(found, summarize(found.runs()), dirs, Path(out))
+    analysis = analyse(found, select_metric or DEFAULT_METRIC, explicit=select_metric is not None, higher=higher)
+    return write_outputs(found, analysis, dirs, Path(out))
 
 
 def print_summary(summary: pd.DataFrame) -> None:
@@ -100,32 +137,45 @@ def build_parser() -> argparse.ArgumentParser:
     """Argument parser of ``transferlab-report``."""
     p = argparse.ArgumentParser(
         prog="transferlab-report",
-        description="Aggregate result.json files of transferlab runs into a CSV, a markdown "
-                    "report and a learning-curve figure.")
+        description="Aggregate result.json files of transferlab runs into a CSV, a markdown report and "
+                    "figures; in each cell the configuration with the best validation metric is reported.")
     p.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
                    help="folders searched recursively for result.json")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: DIR/report for the first DIR)")
+    p.add_argument("--select-metric", default=None, metavar="METRIC",
+                   help=f"validation metric that selects each cell's configuration (default {DEFAULT_METRIC})")
+    p.add_argument("--select-mode", choices=("max", "min"), default=None,
+                   help="whether the highest or lowest metric wins (default: min for a loss or error, else max)")
     p.add_argument("--wandb-project", default=None,
-                   help="also log the summary table and figure to this W&B project")
+                   help="also log the summary table and figures to this W&B project")
     p.add_argument("--wandb-group", default=None, help="W&B group for the report run")
+    p.add_argument("--no-wandb-mark", action="store_true",
+                   help="do not write selected: true/false into each run's own W&B summary")
     return p
 
 
-def _print_outcome(summary: pd.DataFrame, n_problems: int, paths: ReportPaths, dirs: list[Path]) -> None:
-    if summary.empty:
+def _print_outcome(a: Analysis, n_problems: int, paths: ReportPaths, dirs: list[Path]) -> None:
+    if a.summary.empty:
         print(f"warning: none of the runs under {', '.join(map(str, dirs))} completed; "
               f"see the failures listed in {paths.md}.", file=sys.stderr)
     else:
-        print_summary(summary)
-        for line in findings(summary):
+        print("\nAnswer:\n" + md_table(*answer_rows(answers(a.summary))))
+        print_summary(a.summary)
+        for line in findings(a.summary):
             print(f"- {line}")
     if n_problems:
         print(f"{n_problems} incomplete/failed/duplicate record(s); see {paths.md}")
-    print(f"wrote {paths.csv}")
-    print(f"wrote {paths.md}")
-    if paths.png is not None:
-        print(f"wrote {paths.png}")
+    for path in (paths.csv, paths.md, paths.png, paths.sensitivity, paths.freeze_depth):
+        if path is not None:
+            print(f"wrote {path}")
+
+
+def _mark_wandb_runs(selection: Selection) -> None:
+    result = mark_selected(selection.frame)
+    if result.marked or result.skipped:
+        print(f"W&B: marked {result.marked} run(s) selected/not selected in {result.seconds:.1f} s"
+              + (f"; skipped {len(result.skipped)}: no offline-run folder where the record says" if result.skipped else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,14 +190,22 @@ def main(argv: list[str] | None = None) -> int:
         args.dirs[0] / "report" if args.dirs[0].is_dir() else args.dirs[0].parent / "report")
     try:
         found = scan_results(args.dirs)
+        analysis = analyse(found, args.select_metric or DEFAULT_METRIC, explicit=args.select_metric is not None,
+                           higher=None if args.select_mode is None else args.select_mode == "max")
     except NoResultsError as exc:
         print(f"error: {exc}.\nNothing to report: point transferlab-report at the folder(s) where "
               f"your runs wrote their {RESULT_FILE} files (e.g. the Hydra `outputs/` or "
               f"`multirun/` folder), or run an experiment first.", file=sys.stderr)
         return 2
-    summary = summarize(found.runs())
-    paths = write_outputs(found, summary, args.dirs, out)
-    _print_outcome(summary, len(found.problems()), paths, args.dirs)
-    if args.wandb_project and not summary.empty:
-        log_report_to_wandb(summary, paths.png, args.wandb_project, args.wandb_group)
-    return 0 if not summary.empty else 1
+    except SelectionMetricError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    paths = write_outputs(found, analysis, args.dirs, out)
+    _print_outcome(analysis, len(found.problems()), paths, args.dirs)
+    if args.wandb_project and not analysis.summary.empty:
+        images = {"learning_curve": paths.png, "sensitivity": paths.sensitivity, "freeze_depth": paths.freeze_depth}
+        log_report_to_wandb(analysis.summary, paths.png, args.wandb_project, args.wandb_group,
+                            images={k: v for k, v in images.items() if v is not None})
+    if not args.no_wandb_mark:
+        _mark_wandb_runs(analysis.selection)
+    return 0 if not analysis.summary.empty else 1

@@ -42,15 +42,28 @@ class Scan:
 
     entries: list[Entry]
 
-    def runs(self) -> pd.DataFrame:
-        """Completed runs, one row each: the flattened record, ``path``, ``mtime``, ``size_kind``, ``size``."""
+    def _rows(self, entries: Iterable[Entry]) -> pd.DataFrame:
         rows = []
-        for e in self.entries:
-            if e.kind == COMPLETED and e.record is not None:
-                size = e.record.size
-                rows.append(e.fields | {"path": e.path, "mtime": e.mtime,
-                                        "size_kind": size.kind, "size": size.value})
+        for e in entries:
+            size = e.record.size  # type: ignore[union-attr] - callers pass entries with a record
+            rows.append(e.fields | {"path": e.path, "mtime": e.mtime, "counted": e.kind == COMPLETED,
+                                    "size_kind": size.kind, "size": size.value})
         return pd.DataFrame(rows)
+
+    def runs(self) -> pd.DataFrame:
+        """Completed runs, one row each: the flattened record, ``path``, ``mtime``, ``counted``, ``size_kind``, ``size``."""
+        return self._rows(e for e in self.entries if e.kind == COMPLETED and e.record is not None)
+
+    def attempts(self) -> pd.DataFrame:
+        """Every configuration tried, one row per record of any status (duplicates left out) that names a
+        strategy and a numeric size; the columns of :meth:`runs`, ``counted`` true for the completed ones."""
+        return self._rows(e for e in self.entries if e.kind != DUPLICATE and e.record is not None
+                          and e.record.strategy and _is_number(e.record.size.value))
+
+    def metric_names(self) -> list[str]:
+        """The metric keys the completed runs logged, sorted."""
+        return sorted({k for e in self.entries if e.kind == COMPLETED and e.record is not None
+                       for k in (e.record.metrics or {})})
 
     def problems(self) -> list[dict[str, str]]:
         """``{"path", "status", "error"}`` per entry not averaged; status ``duplicate`` for duplicates."""

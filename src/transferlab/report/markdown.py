@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from transferlab.report.findings import CATCH_UP_RULE, NEGATIVE_TRANSFER_RULE, combo_findings, findings
+from transferlab.record import DataSize
+from transferlab.report.findings import CLAIM_RULE, POWER_NOTE, combo_findings, findings
 from transferlab.report.load import DUPLICATE, first_line
+from transferlab.report.recommend import RECOMMEND_RULE, answer_rows, answers
+from transferlab.report.selection import PENDING_STATUSES, Selection
 from transferlab.report.stats import fmt_ms
 from transferlab.report.summary import SCRATCH, combos
+from transferlab.report.views import CELL_LEGEND, DEPTH_COLUMN, LR_COLUMN, depth_strategies, view_rows
 
 CAPTION = (
     "Std is the sample standard deviation over seeds; the 95% interval is the two-sided "
@@ -38,7 +43,15 @@ def _table_row(r: pd.Series, mixed: bool) -> list[str]:
         str(int(r["n_runs"])),
         "n/a" if pd.isna(r["trainable_params"]) else f"{r['trainable_params']:,.0f}",
         "n/a" if pd.isna(r["train_time_s"]) else f"{r['train_time_s']:.1f}",
-    ]
+    ] + ([] if "val_mean" not in r.index else [
+        "n/a" if pd.isna(r["val_mean"]) else f"{r['val_mean']:.4f}",
+        str(r["configs"]),
+        str(r["selected_hparams"]),
+        "n/a" if pd.isna(r["grid_time_s"]) else f"{r['grid_time_s']:.1f}",
+    ])
+
+
+SELECTION_HEADER = ["val metric (selected, mean)", "configs compared", "selected", "tuning-grid train time (mean s)"]
 
 
 def table_rows(sub: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -48,6 +61,7 @@ def table_rows(sub: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     size_header = "size" if mixed else ("per class" if kinds == {"per_class"} else "fraction")
     header = ["strategy", size_header, "n_train (mean)", "test acc (mean ± std)", "test acc 95% CI",
               "test macro-F1 (mean ± std)", "n runs", "trainable params", "train time (mean s)"]
+    header += SELECTION_HEADER if "val_mean" in sub.columns else []
     return header, [_table_row(r, mixed) for _, r in sub.iterrows()]
 
 
@@ -63,8 +77,42 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _results_section(groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
-    md = ["## Results", ""]
+@dataclass(frozen=True)
+class ReportContent:
+    """What ``report.md`` says: the selected summary, the selection, the held-fixed views, the problems."""
+
+    summary: pd.DataFrame  # summarize() of the selected runs
+    selection: Selection
+    lr_view: pd.DataFrame  # views.held_fixed(selection, "lr")
+    depth_view: pd.DataFrame  # views.held_fixed(selection, "depth")
+    problems: list[dict[str, str]]
+    dirs: list[Path]
+    n_files: int
+    figures: dict[str, str] = field(default_factory=dict)  # "learning_curve" | "sensitivity" | "freeze_depth" -> file name
+
+
+def _answer_section(c: ReportContent) -> list[str]:
+    md = ["## Answer: which strategy at which training-set size", ""]
+    if c.summary.empty:
+        return md + ["No completed runs, so no answer.", ""]
+    return md + [md_table(*answer_rows(answers(c.summary))), "", RECOMMEND_RULE + " " + POWER_NOTE, ""]
+
+
+def _counts_line(c: ReportContent) -> str:
+    n_dup = sum(p["status"] == DUPLICATE for p in c.problems)
+    n_pending = sum(p["status"] in PENDING_STATUSES for p in c.problems)
+    n_bad = len(c.problems) - n_dup - n_pending
+    frame = c.selection.frame
+    n_done = int(frame["counted"].astype(bool).sum()) if not frame.empty else 0
+    n_sel = len(c.selection.selected)
+    return (f"{c.n_files} result file(s) found: {n_sel} completed run(s) averaged (the configuration selected "
+            f"on `{c.selection.metric}` in each cell; {n_done - n_sel} other completed configuration(s) compared, "
+            f"not averaged), {n_bad} failed/unreadable, {n_pending} pending (running or interrupted), "
+            f"{n_dup} duplicate(s) ignored.")
+
+
+def _results_section(c: ReportContent, groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
+    md = ["## Results (configurations selected on validation)", "", c.selection.rule, ""]
     if not groups:
         md += ["No completed runs.", ""]
     for label, sub in groups:
@@ -73,8 +121,37 @@ def _results_section(groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
     return md + [CAPTION, ""]
 
 
+def _view_section(title: str, text: str, view: pd.DataFrame, column: str, png: str | None) -> list[str]:
+    md = [f"## {title}", "", f"{text} In the table, {CELL_LEGEND}.", ""]
+    groups = combos(view)
+    for label, sub in groups:
+        md += ([f"### {label}", ""] if len(groups) > 1 else []) + [md_table(*view_rows(sub, column)), ""]
+    return md + ([f"![{title}]({png})", ""] if png else [])
+
+
+def _views(c: ReportContent) -> list[str]:
+    md: list[str] = []
+    if not c.lr_view.empty:
+        md += _view_section(
+            "Sensitivity to the learning rate",
+            "At each `optimizer.lr` every seed's configuration is selected on validation over the other "
+            "hyperparameters; the figure shows test (solid) and validation (dashed) accuracy, mean over seeds, ± std shaded. "
+            "A test accuracy that falls at high LR is the pretrained features being destroyed (catastrophic "
+            "forgetting); one that falls at low LR is under-training within the step budget. A strategy run at "
+            "one LR is one point.", c.lr_view, LR_COLUMN, c.figures.get("sensitivity"))
+    depth = depth_strategies(c.depth_view)
+    if not depth.empty:
+        md += _view_section(
+            "How many top blocks to fine-tune",
+            "`strategy.unfreeze_top_k` (`all`: null, every block trains); at each depth every seed's configuration "
+            "(e.g. its LR) is selected on validation like any grid point; the figure shows the test accuracy, mean "
+            "± std over seeds, one line per training-set size.",
+            depth, DEPTH_COLUMN, c.figures.get("freeze_depth"))
+    return md
+
+
 def _findings_section(summary: pd.DataFrame, groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
-    md = ["## Findings", "", f"Rule for negative transfer: {NEGATIVE_TRANSFER_RULE}. {CATCH_UP_RULE}", ""]
+    md = ["## Findings", "", f"{CLAIM_RULE} {POWER_NOTE}", ""]
     if len(groups) > 1:
         for label, sub in groups:
             md += [f"### {label}", ""] + [f"- {line}" for line in combo_findings(sub)] + [""]
@@ -83,30 +160,40 @@ def _findings_section(summary: pd.DataFrame, groups: list[tuple[str, pd.DataFram
     return md
 
 
-def _problems_section(problems: list[dict[str, str]]) -> list[str]:
+def _cells_table(cells: pd.DataFrame) -> str:
+    rows = [[str(r["strategy"]), DataSize(r["size_kind"], float(r["size"])).describe(),
+             "n/a" if pd.isna(r["seed"]) else f"{r['seed']:g}", str(r["n_configs"]), first_line(r["error"])]
+            for _, r in cells.iterrows()]
+    return md_table(["strategy", "size", "seed", "configurations tried", "first error"], rows)
+
+
+def _problems_section(problems: list[dict[str, str]], cells: pd.DataFrame) -> list[str]:
     md = ["## Incomplete or failed runs", ""]
+    for status, text in (("failed", "Cells where every configuration failed (nothing to select, no result):"),
+                         ("pending", "Pending cells (no completed configuration yet; some are running or "
+                                     "interrupted and resume when relaunched):")):
+        sub = cells[cells["status"] == status]
+        if len(sub):
+            md += [text, "", _cells_table(sub), ""]
     if not problems:
         return md + ["None.", ""]
     n_dup = sum(p["status"] == DUPLICATE for p in problems)
     if n_dup:
         md += [f"{n_dup} duplicate record(s) share a `config_hash` with a newer record; "
                "each configuration is counted once (the newest by file mtime).", ""]
-    rows = [[f"`{p['path']}`", p["status"], first_line(p["error"])] for p in problems]
+    rows = [[f"`{p['path']}`", f"{p['status']} (pending)" if p["status"] in PENDING_STATUSES else p["status"],
+             first_line(p["error"])] for p in problems]
     return md + [md_table(["path", "status", "error"], rows), ""]
 
 
-def render_markdown(summary: pd.DataFrame, problems: list[dict[str, str]], dirs: list[Path],
-                    n_files: int, n_completed: int, png_name: str | None) -> str:
-    """The text of ``report.md``."""
+def render_markdown(c: ReportContent) -> str:
+    """The text of ``report.md``: the answer first, then the evidence."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    n_dup = sum(p["status"] == DUPLICATE for p in problems)
-    n_bad = len(problems) - n_dup
-    md = ["# transferlab report", "",
-          f"Generated {now} from: " + ", ".join(f"`{d}`" for d in dirs), "",
-          f"{n_files} result file(s) found: {n_completed} completed run(s) averaged, "
-          f"{n_bad} incomplete/failed/unreadable, {n_dup} duplicate(s) ignored.", ""]
-    groups = combos(summary) if not summary.empty else []
-    md += _results_section(groups) + _findings_section(summary, groups) + _problems_section(problems)
-    if png_name:
-        md += ["## Learning curve", "", f"![learning curve]({png_name})", ""]
+    md = ["# transferlab report", ""] + _answer_section(c) + [
+        f"Generated {now} from: " + ", ".join(f"`{d}`" for d in c.dirs), "", _counts_line(c), ""]
+    groups = combos(c.summary) if not c.summary.empty else []
+    md += _results_section(c, groups) + _views(c) + _findings_section(c.summary, groups)
+    md += _problems_section(c.problems, c.selection.unselected)
+    if c.figures.get("learning_curve"):
+        md += ["## Learning curve (selected configurations)", "", f"![learning curve]({c.figures['learning_curve']})", ""]
     return "\n".join(md)

@@ -1,9 +1,10 @@
-"""Mean, sample standard deviation and the two-sided Student-t confidence interval over seeds."""
+"""Over seeds: mean, sample standard deviation, the two-sided Student-t confidence interval, and Welch's t-test."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,31 @@ def mean_ci(values: Iterable[float | None], level: float = 0.95) -> tuple[float,
     std = float(arr.std(ddof=1))
     half = t_quantile(0.5 + level / 2.0, n - 1) * std / math.sqrt(n)
     return mean, std, mean - half, mean + half
+
+
+#: the significance level every claim of the report is tested at
+ALPHA = 0.05
+
+
+def p_less(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
+    """One-sided Welch's t-test that ``a``'s mean test accuracy is below ``b``'s, from two summary rows
+    (``acc_mean``, ``acc_std``, ``n_runs``): the p-value of ``scipy.stats.ttest_ind(a, b, equal_var=False,
+    alternative="less")``. None when a side has fewer than 2 runs or the p-value is undefined (no spread)."""
+    if min(int(a["n_runs"]), int(b["n_runs"])) < 2:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res = stats.ttest_ind_from_stats(float(a["acc_mean"]), float(a["acc_std"]), int(a["n_runs"]),
+                                         float(b["acc_mean"]), float(b["acc_std"]), int(b["n_runs"]),
+                                         equal_var=False, alternative="less")
+    p = float(res.pvalue)
+    return None if math.isnan(p) else p
+
+
+def fmt_p(p: float | None) -> str:
+    """``p=0.012``, ``p<0.001``, or ``p n/a`` (untestable)."""
+    if p is None:
+        return "p n/a"
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
 def fmt_ms(mean: float, std: float, digits: int = 4) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -64,8 +67,8 @@ def share_scratch_baseline(work: pd.DataFrame) -> pd.DataFrame:
     return out.astype({c: work[c].dtype for c in work.columns})
 
 
-def _work_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """The columns summarize needs, one row per run: combination keys as text, sizes, numbers."""
+def combo_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """The combination keys of each run as text (``-`` where absent), plus ``strategy``, ``size_kind`` and ``size``."""
     work = pd.DataFrame(index=df.index)
     for key in COMBO_KEYS:
         col = df[key] if key in df else pd.Series(None, index=df.index, dtype=object)
@@ -73,25 +76,40 @@ def _work_frame(df: pd.DataFrame) -> pd.DataFrame:
     work["strategy"] = df["strategy"].astype(str).astype(object)
     work["size_kind"] = df["size_kind"].astype(object)
     work["size"] = df["size"].astype(float)
-    for src, dst in _MEANS:
-        work[dst] = pd.to_numeric(df[src], errors="coerce") if src in df else np.nan
     return work
 
 
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Aggregate completed runs (as from :meth:`~transferlab.report.load.Scan.runs`) per
-    combination × strategy × training-set size.
+def _work_frame(df: pd.DataFrame, passthrough: Sequence[str]) -> pd.DataFrame:
+    """The columns summarize needs, one row per run: combination keys as text, sizes, numbers, and ``passthrough``."""
+    work = combo_columns(df)
+    for src, dst in _MEANS:
+        work[dst] = pd.to_numeric(df[src], errors="coerce") if src in df else np.nan
+    for col in passthrough:
+        work[col] = df[col] if col in df else np.nan
+    return work
 
-    Columns are :data:`SUMMARY_COLUMNS`; ``acc_*`` refer to ``test/acc`` (sample
-    std, two-sided 95% Student-t interval, NaN when n = 1), ``f1_*`` to
-    ``test/f1_macro``; n_train, trainable_params and train_time_s are means.
-    Rows are sorted by combination, size, strategy. Scratch runs are shared as the
-    baseline across the ``weights`` values of the transfer runs they go with.
+
+#: an extra summary column: (input column, how a group's values of it become one cell)
+Extra = tuple[str, Callable[[pd.Series], Any]]
+
+
+def summarize(df: pd.DataFrame, by: Sequence[str] = (), extra: Mapping[str, Extra] | None = None) -> pd.DataFrame:
+    """Aggregate completed runs (as from :meth:`~transferlab.report.load.Scan.runs`) per
+    combination × strategy × training-set size (× the ``by`` columns).
+
+    Columns are :data:`SUMMARY_COLUMNS` (then ``by``, then ``extra``'s names); ``acc_*`` refer to
+    ``test/acc`` (sample std, two-sided 95% Student-t interval, NaN when n = 1), ``f1_*`` to
+    ``test/f1_macro``; n_train, trainable_params and train_time_s are means; ``extra`` maps a column
+    name to (input column, reducer of a group's values). Rows are sorted by combination, size,
+    ``by``, strategy. Scratch runs are shared as the baseline across the ``weights`` values of the
+    transfer runs they go with.
     """
+    extra = dict(extra or {})
+    columns = [*SUMMARY_COLUMNS, *by, *extra]
     if df.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    work = share_scratch_baseline(_work_frame(df))
-    keys = [*COMBO_KEYS, "strategy", "size_kind", "size"]
+        return pd.DataFrame(columns=columns)
+    work = share_scratch_baseline(_work_frame(df, [*by, *{src for src, _ in extra.values()}]))
+    keys = [*COMBO_KEYS, "strategy", "size_kind", "size", *by]
     rows = []
     for key_vals, g in work.groupby(keys, sort=False, dropna=False):
         acc_mean, acc_std, lo, hi = mean_ci(g["acc"])
@@ -104,7 +122,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             "n_runs": int(len(g)),
             "trainable_params": g["trainable_params"].mean(),
             "train_time_s": g["train_time_s"].mean(),
+            **{name: reduce(g[src]) for name, (src, reduce) in extra.items()},
         })
-    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    out = out.sort_values([*COMBO_KEYS, "size_kind", "size", "strategy"], kind="stable")
+    out = pd.DataFrame(rows, columns=columns)
+    out = out.sort_values([*COMBO_KEYS, "size_kind", "size", *by, "strategy"], kind="stable")
     return out.reset_index(drop=True)

@@ -1,8 +1,9 @@
-"""Log the report's summary to Weights & Biases: a ``wandb.Table`` and the learning-curve image."""
+"""Log the report to Weights & Biases: the summary (with the selection) as a ``wandb.Table``, the figures as images."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ import pandas as pd
 
 
 def log_report_to_wandb(summary: pd.DataFrame, png_path: Path | None, project: str,
-                        group: str | None = None) -> bool:
-    """Log the summary as a ``wandb.Table`` and the figure as ``wandb.Image``.
+                        group: str | None = None, images: Mapping[str, Path] | None = None) -> bool:
+    """Log the summary (its selection columns included) as a ``wandb.Table`` and the figures (``images`` by
+    name, else ``png_path`` as the learning curve) as ``wandb.Image``.
 
     Uses a run with ``job_type="report"``; respects WANDB_MODE/WANDB_DIR. Never
     raises: any wandb failure becomes a warning and False is returned.
@@ -24,8 +26,10 @@ def log_report_to_wandb(summary: pd.DataFrame, png_path: Path | None, project: s
                          config={"n_rows": int(len(summary))})
         table_df = summary.astype(object).where(summary.notna(), None)
         payload: dict[str, Any] = {"report/summary": wandb.Table(dataframe=table_df)}
-        if png_path is not None and Path(png_path).exists():
-            payload["report/learning_curve"] = wandb.Image(str(png_path))
+        figures = dict(images) if images is not None else {"learning_curve": png_path}
+        for name, path in figures.items():
+            if path is not None and Path(path).exists():
+                payload[f"report/{name}"] = wandb.Image(str(path))
         run.log(payload)
         run.finish()
         run = None
