@@ -122,6 +122,7 @@ class RunRecord:
     feature_time_s: float | None = None
     epochs: int | None = None
     cached_feature_epochs: int | None = None
+    probe: dict[str, Any] | None = _optional()  # the L-BFGS probe: chosen l2, validation curve, solver time
     weights_path: str | None = None
     output_dir: str | None = None
     error: str | None = _optional()

@@ -169,15 +169,16 @@ def wandb_info(logger: Logger | None) -> dict[str, Any] | None:
         return None
 
 
-def wandb_summary(logger: Logger | None, metrics: Mapping[str, float], result_path: Path) -> dict[str, Any] | None:
-    """Write final metrics and the ``result.json`` path to the W&B summary, finish the run, return
-    :func:`wandb_info`. W&B trouble here is a warning, never an error: the run has completed."""
+def wandb_summary(logger: Logger | None, metrics: Mapping[str, float], result_path: Path,
+                  extra: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """Write final metrics, ``extra`` entries and the ``result.json`` path to the W&B summary, finish the run,
+    return :func:`wandb_info`. W&B trouble here is a warning, never an error: the run has completed."""
     if not isinstance(logger, WandbLogger):
         return None
     info = wandb_info(logger)
     try:
         run = logger.experiment
-        for key, value in metrics.items():
+        for key, value in {**metrics, **(extra or {})}.items():
             run.summary[key] = value
         run.summary["result_json"] = str(result_path)
     except Exception as err:  # noqa: BLE001

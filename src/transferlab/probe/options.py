@@ -22,7 +22,8 @@ class ProbeOptions:
     The objective is ``mean_i w_i·CE(W x_i + b, y_i) + λ/2·‖W‖²`` (the bias is not penalised).
     ``l2``: a fixed λ (no search), or None: λ chosen on the validation split over ``grid`` log-spaced
     values of ``l2_range``, then ``refine`` rounds of bisection (in log λ) around the best.
-    ``max_iter`` and ``tol`` (max |gradient|, scikit-learn's ``tol``) stop each fit.
+    ``max_iter`` and a tolerance on max |gradient| stop each fit: ``search_tol`` those of the search, ``tol``
+    (scikit-learn's default) the chosen one, solved on from there.
     ``standardize``: fit on features scaled to unit variance on the training subset (the head is
     folded back to the raw features); off by default (measured, see the README). ``class_weight``:
     ``balanced`` weighs each class by n / (k · n_class), as scikit-learn does.
@@ -34,6 +35,7 @@ class ProbeOptions:
     refine: int = 2
     max_iter: int = 1000
     tol: float = 1e-4
+    search_tol: float = 1e-3
     standardize: bool = False
     class_weight: str | None = None
 
@@ -45,8 +47,9 @@ class ProbeOptions:
             raise ConfigError(f"strategy.probe.l2={self.l2} must be ≥ 0, or null to choose it on the validation split.")
         if int(self.grid) < 1 or int(self.refine) < 0:
             raise ConfigError(f"strategy.probe.grid={self.grid} must be ≥ 1 and strategy.probe.refine={self.refine} ≥ 0.")
-        if int(self.max_iter) < 1 or not float(self.tol) > 0:
-            raise ConfigError(f"strategy.probe.max_iter={self.max_iter} must be ≥ 1 and strategy.probe.tol={self.tol} > 0.")
+        if int(self.max_iter) < 1 or not (float(self.tol) > 0 and float(self.search_tol) > 0):
+            raise ConfigError(f"strategy.probe.max_iter={self.max_iter} must be ≥ 1, strategy.probe.tol={self.tol} and "
+                              f"strategy.probe.search_tol={self.search_tol} > 0.")
         if self.class_weight not in CLASS_WEIGHTS:
             raise ConfigError(f"strategy.probe.class_weight={self.class_weight!r} is unknown; use null or balanced.")
 

@@ -27,8 +27,9 @@ from transferlab.run.assembly import Run, assemble, plan_run
 from transferlab.run.checkpoints import BEST, LAST, BestWeights, LastCheckpoint, check_checkpoint_fits
 from transferlab.run.context import output_dir, rank
 from transferlab.run.distributed import DistributedSync
+from transferlab.run.probing import solve_head, wandb_entries
 from transferlab.run.source import resolve_weights
-from transferlab.run.trainer import intra_op_threads, make_trainer
+from transferlab.run.trainer import device_of, intra_op_threads, make_trainer
 from transferlab.tracking import build_logger, finish_wandb, wandb_info, wandb_summary
 
 log = logging.getLogger("transferlab")
@@ -146,28 +147,48 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
     keep = bool(cfg.get("keep_checkpoints", False))
     last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=keep)
     ddp = DistributedSync()
-    staged = run.features_cached and not run.policy.features_only
     trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, ddp], logger, n_train=run.n_train, checkpoints=False,
-                           reload_dataloaders=staged)
+                           reload_dataloaders=run.staged, solved_epochs=getattr(run.policy, "solved_epochs", 0))
     record.resumed_from = _resume_point(run, ckpt_dir / LAST, record)
     start = time.perf_counter()
     with intra_op_threads(1 if run.policy.features_only else None):
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=record.resumed_from, weights_only=True)
+        fitted = _solve_and_fit(cfg, record, run, trainer)
         train_time = time.perf_counter() - start + run.feature_time_s
         best.restore(run.module)  # test the weights of the best validation epoch
+        best_score = best.best_score if fitted else _validate(trainer, run, cfg.monitor)
         tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
     metrics = {k: float(v) for k, v in tested[0].items()}
-    if best.best_score is not None:
-        metrics[f"{cfg.monitor}_best"] = best.best_score
+    if best_score is not None:
+        metrics[f"{cfg.monitor}_best"] = best_score
     if keep and trainer.is_global_zero:
         torch.save(run.module.state_dict(), ckpt_dir / BEST)
     _complete(record, run, trainer, ddp, metrics, train_time, out_dir)
     if trainer.is_global_zero:
-        record.wandb = wandb_summary(logger, metrics, out_dir / RESULT_FILE)
+        record.wandb = wandb_summary(logger, metrics, out_dir / RESULT_FILE, extra=wandb_entries(record.probe))
         write_record(out_dir, record)
         if not keep:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
     return metrics
+
+
+def _solve_and_fit(cfg: DictConfig, record: RunRecord, run: Run, trainer: Any) -> bool:
+    """Solve the head on the cached features (``strategy.solver=lbfgs``), then fit what is left to train;
+    whether the Trainer fitted (a solved linear probe has nothing left)."""
+    if run.solves_head:
+        record.probe = solve_head(run.module, run.features, run.train_indices, run.policy, device_of(cfg)).summary()
+        if run.policy.features_only:
+            run.policy.apply(run.module, epoch=0)  # what the run trained (the head), for its parameter counts
+            run.policy.counts_at_start = run.policy.parameter_counts(run.module)
+            return False
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=record.resumed_from, weights_only=True)
+    return True
+
+
+def _validate(trainer: Any, run: Run, monitor: str) -> float | None:
+    """The monitored score of the head as it is (solved, nothing trained): one validation pass."""
+    validated = trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
+    value = validated[0].get(monitor) if validated else None
+    return None if value is None else float(value)
 
 
 def _complete(record: RunRecord, run: Run, trainer: Any, ddp: DistributedSync, metrics: dict[str, float],
@@ -175,11 +196,10 @@ def _complete(record: RunRecord, run: Run, trainer: Any, ddp: DistributedSync, m
     """Fill in what the finished run measured: metrics, parameter counts, time, epochs, cached epochs."""
     epochs = int(trainer.current_epoch)
     cached_epochs = 0
-    if run.features_cached:
-        staged = not run.policy.features_only
-        cached_epochs = min(run.datamodule.feature_epochs, epochs) if staged else epochs
-        if staged and trainer.world_size > 1:
-            cached_epochs = 0  # StagedDataModule serves images under DDP
+    if run.staged:
+        cached_epochs = min(run.datamodule.feature_epochs, epochs) if trainer.world_size == 1 else 0  # images under DDP
+    elif run.features_cached and run.policy.features_only:
+        cached_epochs = epochs
     if trainer.world_size > 1:
         record.world_size, record.ranks_in_sync, record.ddp_mask_mode = trainer.world_size, ddp.in_sync, run.policy.mask_mode
     record.trainable_params, record.total_params = run.policy.parameter_counts(run.module)
@@ -187,5 +207,6 @@ def _complete(record: RunRecord, run: Run, trainer: Any, ddp: DistributedSync, m
     record.status, record.metrics = Status.COMPLETED, metrics
     record.trainable_params_start = counts[0] if counts else None
     record.train_time_s, record.feature_time_s = round(train_time, 3), round(run.feature_time_s, 3)
-    record.epochs, record.features_cached, record.cached_feature_epochs = epochs, cached_epochs > 0, cached_epochs
+    record.epochs, record.cached_feature_epochs = epochs, cached_epochs
+    record.features_cached = cached_epochs > 0 or run.solves_head
     record.weights_path, record.output_dir = run.weights, str(out_dir)

@@ -64,16 +64,17 @@ def planned_epochs(cfg: DictConfig, n_train: int) -> int:
     return max(int(max_epochs), math.ceil(min_steps / steps_per_epoch)) if min_steps > 0 else int(max_epochs)
 
 
-def trainer_arguments(cfg: DictConfig, n_train: int, checkpoints: bool, reload_dataloaders: bool) -> dict[str, Any]:
+def trainer_arguments(cfg: DictConfig, n_train: int, checkpoints: bool, reload_dataloaders: bool, solved_epochs: int = 0) -> dict[str, Any]:
     """``cfg.trainer`` with the run's budget and the package's fixed choices filled in.
 
     With ``min_train_steps`` a small training set gets more epochs, so every size gets at least that
     many optimizer steps; ``max_validations`` then spaces validation out (every k-th epoch).
+    ``solved_epochs``: leading epochs of the budget that a solve replaced (lp_ft's probe by L-BFGS).
     """
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
     if kwargs.get("max_epochs") and int(kwargs["max_epochs"]) > 0:
-        kwargs["max_epochs"] = planned_epochs(cfg, n_train)
+        kwargs["max_epochs"] = max(1, planned_epochs(cfg, n_train) - int(solved_epochs))
     if reload_dataloaders:  # StagedDataModule: from cached features to images
         kwargs["reload_dataloaders_every_n_epochs"] = 1
     max_validations = cfg.get("max_validations")
@@ -101,9 +102,10 @@ def make_trainer(
     n_train: int,
     checkpoints: bool = True,
     reload_dataloaders: bool = False,
+    solved_epochs: int = 0,
 ) -> pl.Trainer:
     """A Lightning Trainer from ``cfg.trainer``; a bad argument is a ConfigError that names it."""
-    kwargs = trainer_arguments(cfg, n_train, checkpoints, reload_dataloaders)
+    kwargs = trainer_arguments(cfg, n_train, checkpoints, reload_dataloaders, solved_epochs)
     try:
         trainer = pl.Trainer(
             **kwargs, callbacks=callbacks, logger=logger if logger is not None else False, default_root_dir=str(out_dir)
