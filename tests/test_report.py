@@ -401,3 +401,27 @@ def test_log_report_to_wandb_never_raises(grid: Path, monkeypatch: pytest.Monkey
     summary = summarize(load_results([grid])[0])
     with pytest.warns(RuntimeWarning, match="no network"):
         assert log_report_to_wandb(summary, None, "p", None) is False
+
+
+def test_the_probe_l2_chosen_per_strategy_and_size_is_shown(tmp_path: Path) -> None:
+    """The L-BFGS probe's chosen L2: median and range over seeds per (strategy, size); '-' for other runs."""
+    for seed, (acc, l2) in enumerate([(0.8, 1e-3), (0.81, 1e-3), (0.82, 3e-3)]):
+        write(tmp_path / f"lp{seed}", make_record("linear_probe", 0.1, seed, acc, probe={"solver": "lbfgs", "l2": l2}))
+        write(tmp_path / f"lp1-{seed}", make_record("linear_probe", 1.0, seed, acc, probe={"solver": "lbfgs", "l2": 1e-4}))
+        write(tmp_path / f"s{seed}", make_record("scratch", 0.1, seed, acc - 0.1))
+    summary = summarize(load_results([tmp_path])[0])
+    r = row(summary, "linear_probe", 0.1)
+    assert (r["l2_median"], r["l2_min"], r["l2_max"]) == (1e-3, 1e-3, 3e-3)
+    assert math.isnan(row(summary, "scratch", 0.1)["l2_median"])
+    paths = write_report([tmp_path], tmp_path / "out")
+    md = paths.md.read_text()
+    lines = md.splitlines()
+    assert "probe L2 (median [min, max] of seeds) |" in next(ln for ln in lines if ln.startswith("| strategy"))
+    assert next(ln for ln in lines if ln.startswith("| linear_probe | 0.1 ")).endswith("| 1.0e-03 [1.0e-03, 3.0e-03] |")
+    assert next(ln for ln in lines if ln.startswith("| linear_probe | 1 ")).endswith("| 1.0e-04 |")
+    assert next(ln for ln in lines if ln.startswith("| scratch | 0.1 ")).endswith("| - |")
+    assert "*Probe L2* is the strength" in md
+    assert "probe.l2" in pd.read_csv(paths.csv).columns
+    for seed in range(3):  # without any probe record, no such column
+        write(tmp_path / "plain" / f"s{seed}", make_record("scratch", 0.1, seed, 0.5))
+    assert "probe L2" not in write_report([tmp_path / "plain"], tmp_path / "out2").md.read_text()

@@ -20,10 +20,22 @@ CAPTION = (
     "experiment, dataset, backbone and head."
 )
 
+L2_CAPTION = (
+    "*Probe L2* is the strength λ the L-BFGS linear probe chose on the validation split (it minimises "
+    "mean cross-entropy + λ/2·‖W‖²; scikit-learn's C = 1/(λ·n_train))."
+)
+
 
 def _fmt_size(kind: str, size: float, mixed: bool) -> str:
     v = f"{size:g}"
     return f"{kind}={v}" if mixed else v
+
+
+def fmt_l2(median: float, low: float, high: float) -> str:
+    """The chosen L2 strength over seeds: ``1e-03``, or ``3.2e-04 [1.0e-04, 1.0e-03]`` when seeds differ."""
+    if pd.isna(median):
+        return "-"
+    return f"{median:.1e}" if low == high else f"{median:.1e} [{low:.1e}, {high:.1e}]"
 
 
 def _table_row(r: pd.Series, mixed: bool) -> list[str]:
@@ -48,7 +60,12 @@ def table_rows(sub: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     size_header = "size" if mixed else ("per class" if kinds == {"per_class"} else "fraction")
     header = ["strategy", size_header, "n_train (mean)", "test acc (mean ± std)", "test acc 95% CI",
               "test macro-F1 (mean ± std)", "n runs", "trainable params", "train time (mean s)"]
-    return header, [_table_row(r, mixed) for _, r in sub.iterrows()]
+    rows = [_table_row(r, mixed) for _, r in sub.iterrows()]
+    if "l2_median" in sub and sub["l2_median"].notna().any():  # an L-BFGS probe ran: the L2 it chose on val
+        header.append("probe L2 (median [min, max] of seeds)")
+        for row, (_, r) in zip(rows, sub.iterrows()):
+            row.append(fmt_l2(r["l2_median"], r["l2_min"], r["l2_max"]))
+    return header, rows
 
 
 def _md_cell(s: Any) -> str:
@@ -70,7 +87,8 @@ def _results_section(groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
     for label, sub in groups:
         md += [f"### {label}", ""] if len(groups) > 1 else [f"Combination: {label}.", ""]
         md += [md_table(*table_rows(sub)), ""]
-    return md + [CAPTION, ""]
+    probed = any("l2_median" in sub and sub["l2_median"].notna().any() for _, sub in groups)
+    return md + [CAPTION + (f" {L2_CAPTION}" if probed else ""), ""]
 
 
 def _findings_section(summary: pd.DataFrame, groups: list[tuple[str, pd.DataFrame]]) -> list[str]:

@@ -28,7 +28,13 @@ SUMMARY_COLUMNS: list[str] = [
     "n_runs",
     "trainable_params",
     "train_time_s",
+    "l2_median",
+    "l2_min",
+    "l2_max",
 ]
+
+#: the L2 strength the L-BFGS probe chose (``result.json``'s ``probe.l2``, flattened)
+PROBE_L2 = "probe.l2"
 
 _MEANS = ((TEST_ACC, "acc"), (TEST_F1, "f1"), ("n_train", "n_train"),
           ("trainable_params", "trainable_params"), ("train_time_s", "train_time_s"))
@@ -73,7 +79,7 @@ def _work_frame(df: pd.DataFrame) -> pd.DataFrame:
     work["strategy"] = df["strategy"].astype(str).astype(object)
     work["size_kind"] = df["size_kind"].astype(object)
     work["size"] = df["size"].astype(float)
-    for src, dst in _MEANS:
+    for src, dst in (*_MEANS, (PROBE_L2, "l2")):
         work[dst] = pd.to_numeric(df[src], errors="coerce") if src in df else np.nan
     return work
 
@@ -84,7 +90,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
     Columns are :data:`SUMMARY_COLUMNS`; ``acc_*`` refer to ``test/acc`` (sample
     std, two-sided 95% Student-t interval, NaN when n = 1), ``f1_*`` to
-    ``test/f1_macro``; n_train, trainable_params and train_time_s are means.
+    ``test/f1_macro``; n_train, trainable_params and train_time_s are means; ``l2_*`` the median, min
+    and max over seeds of the L2 strength an L-BFGS probe chose (NaN for other runs).
     Rows are sorted by combination, size, strategy. Scratch runs are shared as the
     baseline across the ``weights`` values of the transfer runs they go with.
     """
@@ -104,6 +111,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             "n_runs": int(len(g)),
             "trainable_params": g["trainable_params"].mean(),
             "train_time_s": g["train_time_s"].mean(),
+            "l2_median": g["l2"].median(), "l2_min": g["l2"].min(), "l2_max": g["l2"].max(),
         })
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     out = out.sort_values([*COMBO_KEYS, "size_kind", "size", "strategy"], kind="stable")
