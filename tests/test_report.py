@@ -416,7 +416,7 @@ def test_the_probe_l2_chosen_per_strategy_and_size_is_shown(tmp_path: Path) -> N
     paths = write_report([tmp_path], tmp_path / "out")
     md = paths.md.read_text()
     lines = md.splitlines()
-    assert "probe L2 (median [min, max] of seeds) |" in next(ln for ln in lines if ln.startswith("| strategy"))
+    assert "probe L2 (median, min–max over seeds) |" in next(ln for ln in lines if ln.startswith("| strategy"))
     assert next(ln for ln in lines if ln.startswith("| linear_probe | 0.1 ")).endswith("| 1.0e-03 [1.0e-03, 3.0e-03] |")
     assert next(ln for ln in lines if ln.startswith("| linear_probe | 1 ")).endswith("| 1.0e-04 |")
     assert next(ln for ln in lines if ln.startswith("| scratch | 0.1 ")).endswith("| - |")

@@ -62,7 +62,7 @@ def table_rows(sub: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
               "test macro-F1 (mean ± std)", "n runs", "trainable params", "train time (mean s)"]
     rows = [_table_row(r, mixed) for _, r in sub.iterrows()]
     if "l2_median" in sub and sub["l2_median"].notna().any():  # an L-BFGS probe ran: the L2 it chose on val
-        header.append("probe L2 (median [min, max] of seeds)")
+        header.append("probe L2 (median, min–max over seeds)")  # no [letters]: rich reads them as markup
         for row, (_, r) in zip(rows, sub.iterrows()):
             row.append(fmt_l2(r["l2_median"], r["l2_min"], r["l2_max"]))
     return header, rows
