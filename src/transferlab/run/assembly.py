@@ -77,6 +77,11 @@ class Run:
         """Whether the head is solved by L-BFGS on the cached features (``strategy.solver``)."""
         return bool(getattr(self.policy, "solves_head", False))
 
+    @property
+    def solved_epochs(self) -> int:
+        """Leading epochs of the budget the solve replaced (lp_ft's probing epochs): the Trainer runs the rest."""
+        return int(getattr(self.policy, "solved_epochs", 0))
+
 
 def plain(node: Any) -> dict[str, Any]:
     """A config mapping (or None) as a plain dict."""

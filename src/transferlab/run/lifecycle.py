@@ -148,14 +148,14 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
     last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=keep)
     ddp = DistributedSync()
     trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, ddp], logger, n_train=run.n_train, checkpoints=False,
-                           reload_dataloaders=run.staged, solved_epochs=getattr(run.policy, "solved_epochs", 0))
+                           reload_dataloaders=run.staged, solved_epochs=run.solved_epochs)
     record.resumed_from = _resume_point(run, ckpt_dir / LAST, record)
     start = time.perf_counter()
     with intra_op_threads(1 if run.policy.features_only else None):
         fitted = _solve_and_fit(cfg, record, run, trainer)
         train_time = time.perf_counter() - start + run.feature_time_s
         best.restore(run.module)  # test the weights of the best validation epoch
-        best_score = best.best_score if fitted else _validate(trainer, run, cfg.monitor)
+        best_score = best.best_score if fitted else _validate(trainer, run, cfg.monitor, ddp)
         tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
     metrics = {k: float(v) for k, v in tested[0].items()}
     if best_score is not None:
@@ -184,9 +184,11 @@ def _solve_and_fit(cfg: DictConfig, record: RunRecord, run: Run, trainer: Any) -
     return True
 
 
-def _validate(trainer: Any, run: Run, monitor: str) -> float | None:
-    """The monitored score of the head as it is (solved, nothing trained): one validation pass."""
+def _validate(trainer: Any, run: Run, monitor: str, ddp: DistributedSync) -> float | None:
+    """The monitored score of the head as it is (solved, nothing trained): one validation pass; under DDP
+    the ranks' solved heads are checked to be identical."""
     validated = trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
+    ddp.check(trainer, run.module)
     value = validated[0].get(monitor) if validated else None
     return None if value is None else float(value)
 
