@@ -168,6 +168,4 @@ def fit_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor,
     val_acc, _ = _evaluate(final, *path.val)
     weight, bias = (t.cpu() for t in frame.fold(final))  # waits for the device
     elapsed = time.perf_counter() - start
-    fit = ProbeFit(weight, bias, chosen.l2, val_acc, list(path.points.values()), elapsed, options)
-    fit.final_iterations, fit.converged = final.iterations, final.converged
-    return fit
+    return ProbeFit(weight, bias, chosen.l2, val_acc, list(path.points.values()), elapsed, options, final.iterations, final.converged)
