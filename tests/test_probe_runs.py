@@ -208,3 +208,42 @@ def test_lp_ft_fine_tunes_from_the_solved_head(tmp_path: Path, monkeypatch: pyte
     assert max_epochs == 1 and backbone_trains
     assert record["epochs"] == 1 and record["probe"]["l2"] == fit.l2 and record["features_cached"] is True
     assert record["cached_feature_epochs"] == 0 and record["trainable_params"] == record["total_params"]
+
+
+def test_metrics_stay_apart_after_an_all_correct_first_batch() -> None:
+    """A solved head often gets a whole first batch right; torchmetrics' compute groups then merged f1_macro
+    with acc_top5 (a wrong F1 on one device, a deadlock across DDP ranks that merged differently)."""
+    import torchmetrics
+
+    module = transferlab.model.module.TransferModule("test_resnet", num_classes=10)
+    y = torch.arange(10)
+    batches = [torch.nn.functional.one_hot(y, 10).float(), torch.randn(10, 10, generator=torch.Generator().manual_seed(0))]
+    reference = torchmetrics.classification.MulticlassF1Score(10, average="macro")
+    for logits in batches:
+        module.test_metrics.update(logits, y)
+        reference.update(logits, y)
+    computed = module.test_metrics.compute()
+    assert float(computed["test/f1_macro"]) == pytest.approx(float(reference.compute()))
+    assert float(computed["test/f1_macro"]) != pytest.approx(float(computed["test/acc_top5"]))
+
+
+@pytest.mark.slow
+def test_ddp_lp_ft_fine_tunes_from_the_solved_head_on_two_cpu_processes(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import FAST, ROOT
+
+    out = tmp_path / "run"
+    args = [*FAST, f"paths.runs_dir={tmp_path / 'runs'}", f"paths.cache_dir={tmp_path / 'cache'}", "trainer=ddp_cpu",
+            "trainer.max_epochs=2", "backbone.name=test_resnet", "backbone.weights=null", "dataset.fraction=0.1",
+            "dataset.batch_size=16", "logger=csv", "strategy=lp_ft", "strategy.lp_epochs=1", f"hydra.run.dir={out}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-m", "transferlab.train", *args], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    record = json.loads((out / "result.json").read_text())
+    assert record["world_size"] == 2 and record["ranks_in_sync"] is True and record["epochs"] == 1
+    assert record["probe"]["solver"] == "lbfgs" and record["trainable_params_start"] == record["total_params"]
