@@ -25,8 +25,9 @@ from transferlab.record import RESULT_FILE, RunRecord, Status, is_completed, rea
 from transferlab.redaction import redact, redacted_argv
 from transferlab.run.assembly import Run, assemble, plan_run
 from transferlab.run.checkpoints import BEST, LAST, BestWeights, LastCheckpoint, check_checkpoint_fits
-from transferlab.run.context import output_dir, rank
+from transferlab.run.context import in_slurm_job, output_dir, rank
 from transferlab.run.distributed import DistributedSync
+from transferlab.run.preemption import RunInterrupted, SignalStop, describe_interruption, is_interruption
 from transferlab.run.source import resolve_weights
 from transferlab.run.trainer import intra_op_threads, make_trainer
 from transferlab.tracking import build_logger, finish_wandb, wandb_info, wandb_summary
@@ -73,7 +74,8 @@ def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
     """Run one config end to end; write ``result.json``; return the final metrics.
 
     A completed run of the same config in ``out_dir`` is not run again; an interrupted one resumes from
-    its last checkpoint. A failure writes a ``failed`` record with the error, then re-raises.
+    its last checkpoint. A failure writes a ``failed`` record with the error, a signal or Ctrl-C an
+    ``interrupted`` one (``run.preemption``), then it re-raises.
     """
     out_dir = Path(out_dir) if out_dir is not None else output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,10 +95,20 @@ def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
         return _train(cfg, out_dir, record)
     except BaseException as err:
         if rank() == 0:
-            record.status, record.error = Status.FAILED, f"{type(err).__name__}: {err}"
-            record.traceback = traceback.format_exc(limit=8)
-            write_record(out_dir, record)
+            _record_end(out_dir, record, err)
+        if isinstance(err, RunInterrupted):
+            err.hand_over()  # the launcher's requeue (submitit's handler), now that last.ckpt and the record are written
         raise
+
+
+def _record_end(out_dir: Path, record: RunRecord, err: BaseException) -> None:
+    """Write the record of a run that did not complete: ``interrupted`` (it resumes) or ``failed``."""
+    if is_interruption(err):
+        record.status, record.error = Status.INTERRUPTED, describe_interruption(err)
+    else:
+        record.status, record.error = Status.FAILED, f"{type(err).__name__}: {err}"
+        record.traceback = traceback.format_exc(limit=8)
+    write_record(out_dir, record)
 
 
 def _train(cfg: DictConfig, out_dir: Path, record: RunRecord) -> dict[str, float]:
@@ -115,8 +127,9 @@ def _train(cfg: DictConfig, out_dir: Path, record: RunRecord) -> dict[str, float
     record.wandb = wandb_info(logger)
     try:
         return _fit_and_test(cfg, out_dir, record, run, logger)
-    except BaseException:
-        finish_wandb(logger, exit_code=1)  # never left active: the next job of a multirun gets its own W&B run
+    except BaseException as err:
+        # never left active: the next job of a multirun gets its own W&B run (a resumed one continues this id)
+        finish_wandb(logger, exit_code=1, preempted=is_interruption(err))
         raise
 
 
@@ -144,18 +157,22 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     best = BestWeights(cfg.monitor, cfg.monitor_mode)
     keep = bool(cfg.get("keep_checkpoints", False))
-    last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=keep)
-    ddp = DistributedSync()
+    last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=keep,
+                               keep_latest=in_slurm_job())
+    ddp, stop = DistributedSync(), SignalStop(last_ckpt)
     staged = run.features_cached and not run.policy.features_only
-    trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, ddp], logger, n_train=run.n_train, checkpoints=False,
-                           reload_dataloaders=staged)
+    trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, ddp, stop], logger, n_train=run.n_train,
+                           checkpoints=False, reload_dataloaders=staged)
     record.resumed_from = _resume_point(run, ckpt_dir / LAST, record)
     start = time.perf_counter()
     with intra_op_threads(1 if run.policy.features_only else None):
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=record.resumed_from, weights_only=True)
-        train_time = time.perf_counter() - start + run.feature_time_s
-        best.restore(run.module)  # test the weights of the best validation epoch
-        tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+        try:
+            trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=record.resumed_from, weights_only=True)
+            train_time = time.perf_counter() - start + run.feature_time_s
+            best.restore(run.module)  # test the weights of the best validation epoch
+            tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+        finally:
+            stop.close()
     metrics = {k: float(v) for k, v in tested[0].items()}
     if best.best_score is not None:
         metrics[f"{cfg.monitor}_best"] = best.best_score
