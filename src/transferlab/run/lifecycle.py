@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import socket
@@ -19,7 +20,7 @@ from omegaconf import DictConfig
 
 from transferlab import __version__
 from transferlab.errors import ConfigError
-from transferlab.files import read_json, write_json_atomic
+from transferlab.files import file_lock, read_json, write_json_atomic
 from transferlab.identity import config_hash, resolved
 from transferlab.record import RESULT_FILE, RunRecord, Status, is_completed, read_record, write_record
 from transferlab.redaction import redact, redacted_argv
@@ -38,6 +39,8 @@ log = logging.getLogger("transferlab")
 TRAIN_INDICES_FILE = "train_indices.json"
 #: the config hash the checkpoints in ``checkpoints/`` belong to
 STATE_FILE = "run_state.json"
+#: held (``files.file_lock``) by the process that runs the run in this folder
+RUN_LOCK = ".run.lock"
 
 # Frozen blocks are in eval mode on purpose (their BatchNorm statistics must not move).
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
@@ -79,6 +82,13 @@ def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
     """
     out_dir = Path(out_dir) if out_dir is not None else output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # one process per run folder: a second one (two sweep workers given the same trial, a job still running
+    # when its stale trial is retried) waits, then finds the run completed. DDP ranks > 0 share rank 0's run.
+    with file_lock(out_dir / RUN_LOCK) if rank() == 0 else contextlib.nullcontext():
+        return _train_once(cfg, out_dir)
+
+
+def _train_once(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     cfg_hash = config_hash(cfg)
     done = is_completed(out_dir, cfg_hash)
     if done is not None:
