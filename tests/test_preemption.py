@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from test_reliability import RESUMABLE, _assert_same_weights, _cli_args, _env, _result, _weights, uninterrupted  # noqa: F401
+from test_reliability import (RESUMABLE, _assert_same_weights, _cli_args, _env, _result, _weights, start_paused,  # noqa: F401
+                              uninterrupted)
 from transferlab.run.checkpoints import load_checkpoint_safely
 
 #: as submitit's job runner: a USR2 handler that "requeues" (a marker) and exits -1; training waits at
@@ -53,12 +54,8 @@ def _interrupt(tmp_path: Path, out: Path, signum: int) -> tuple[subprocess.Compl
     cmd = [sys.executable, "-c", FAKE_SUBMITIT_JOB, *_cli_args(tmp_path, out, *RESUMABLE, "checkpoint_every_s=1000")]
     env = _env(tmp_path, TL_TEST_PAUSE_MARKER=str(marker), TL_TEST_GO=str(go), TL_TEST_PAUSE_AT="2:1",
                TL_TEST_HANDED_OVER=str(tmp_path / "handed_over"), SLURM_JOB_ID="4242")
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_paused(cmd, env, tmp_path, marker)
     try:
-        deadline = time.monotonic() + 400
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marker.exists(), f"the run never reached epoch 2: {proc.poll()=}"
         proc.send_signal(signum)
         time.sleep(0.5)
         go.touch()

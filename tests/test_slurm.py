@@ -29,19 +29,28 @@ SCRIPT = ROOT / "scripts" / "slurm-local"
 SMALL = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
 
 
-def _slurm_up() -> bool:
+def _node_states() -> list[str] | None:
+    """The nodes' states as ``sinfo`` gives them, or None when no SLURM controller answers."""
     try:
         proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return proc.returncode == 0 and any(s.startswith(("idle", "mixed", "alloc")) for s in proc.stdout.split())
+        return None
+    return proc.stdout.split() if proc.returncode == 0 else None
+
+
+def _wait_for_a_node(timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(s.startswith(("idle", "mixed", "alloc", "compl")) for s in _node_states() or []):
+        assert time.monotonic() < deadline, f"no usable SLURM node: sinfo says {_node_states()}"
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
 def slurm() -> Iterator[None]:
     """A running SLURM: this machine's, or one that ``scripts/slurm-local start`` installs and starts (and
     ``stop`` stops after the session)."""
-    if _slurm_up():
+    if _node_states() is not None:  # a controller answers: use it as it is, leave it running
+        _wait_for_a_node()
         yield
         return
     if os.geteuid() != 0:
@@ -50,7 +59,8 @@ def slurm() -> Iterator[None]:
         pytest.skip("no SLURM running, and no apt-get to install one (scripts/slurm-local installs Debian's slurm-wlm)")
     started = time.monotonic()
     proc = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and _slurm_up(), proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _wait_for_a_node()
     print(f"\nscripts/slurm-local start: {time.monotonic() - started:.1f} s")
     yield
     subprocess.run([str(SCRIPT), "stop"], capture_output=True, timeout=60)
@@ -89,6 +99,17 @@ def _only_run_dir(sweep_dir: Path, timeout_s: float = 120) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ no SLURM needed
+
+
+def test_plugins_are_found_in_the_hydra_plugins_namespace() -> None:
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+    from hydra.plugins.sweeper import Sweeper
+
+    found = {f"{c.__module__}.{c.__name__}" for kind in (Launcher, Sweeper) for c in Plugins.instance().discover(kind)}
+    assert "hydra_plugins.transferlab_slurm.launcher.TransferlabSlurmLauncher" in found
+    assert "hydra_plugins.transferlab_optuna.sweeper.SharedOptunaSweeper" in found
+    assert not (ROOT / "src" / "hydra_plugins" / "__init__.py").exists()  # a namespace shared with other plugins
 
 
 def test_resources_follow_the_trainer() -> None:
