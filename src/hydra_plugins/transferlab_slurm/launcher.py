@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,8 +107,12 @@ class TransferlabSlurmLauncher(SlurmLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None
-        self.params = derived_resources(self.params, self.config.trainer)
-        check_cluster(self.params.get("partition"))
+        try:
+            self.params = derived_resources(self.params, self.config.trainer)
+            check_cluster(self.params.get("partition"))
+        except ConfigError as err:  # as the CLI prints its own errors: the message and the fix, no traceback
+            print(f"transferlab: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         return super().launch(job_overrides, initial_job_idx)
 
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
