@@ -47,11 +47,14 @@ main()
 """
 
 
-def _interrupt(tmp_path: Path, out: Path, signum: int) -> tuple[subprocess.CompletedProcess[str], list[str], dict[str, str]]:
+def _interrupt(tmp_path: Path, out: Path, signum: int,
+               finish_epoch_s: float = 0) -> tuple[subprocess.CompletedProcess[str], list[str], dict[str, str]]:
     """Run RESUMABLE with no epoch checkpoint on disk (checkpoint_every_s=1000) inside a "SLURM job", pause in
-    epoch 2 batch 1, send ``signum``, let the batch finish; return the finished process, command and env."""
+    epoch 2 batch 1, send ``signum``, let the batch finish; return the finished process, command and env.
+    ``finish_epoch_s=0``: every epoch counts as long (stop after the batch, the last epoch end kept in memory)."""
     marker, go = tmp_path / "paused", tmp_path / "go"
-    cmd = [sys.executable, "-c", FAKE_SUBMITIT_JOB, *_cli_args(tmp_path, out, *RESUMABLE, "checkpoint_every_s=1000")]
+    cmd = [sys.executable, "-c", FAKE_SUBMITIT_JOB, *_cli_args(tmp_path, out, *RESUMABLE, "checkpoint_every_s=1000",
+                                                                f"signal_finish_epoch_s={finish_epoch_s}")]
     env = _env(tmp_path, TL_TEST_PAUSE_MARKER=str(marker), TL_TEST_GO=str(go), TL_TEST_PAUSE_AT="2:1",
                TL_TEST_HANDED_OVER=str(tmp_path / "handed_over"), SLURM_JOB_ID="4242")
     proc = start_paused(cmd, env, tmp_path, marker)
@@ -66,12 +69,12 @@ def _interrupt(tmp_path: Path, out: Path, signum: int) -> tuple[subprocess.Compl
     return subprocess.CompletedProcess(cmd, proc.returncode, log, ""), cmd, env
 
 
-def _assert_interrupted_at_epoch_1(out: Path, name: str) -> None:
+def _assert_interrupted_at(out: Path, name: str, epoch: int) -> None:
     record = _result(out)
     assert record["status"] == "interrupted", record.get("error")
     assert name in record["error"] and "last.ckpt" in record["error"] and "traceback" not in record
-    # only the in-memory end of epoch 1 can have written it: no epoch end was due on disk (every 1000 s)
-    assert load_checkpoint_safely(out / "checkpoints" / "last.ckpt")["epoch"] == 1
+    # no epoch end was due on disk (every 1000 s): only the stop on the signal can have written it
+    assert load_checkpoint_safely(out / "checkpoints" / "last.ckpt")["epoch"] == epoch
 
 
 def test_requeue_signal_stops_at_a_batch_end_saves_the_last_epoch_and_resumes_exactly(uninterrupted: Path,
@@ -80,8 +83,8 @@ def test_requeue_signal_stops_at_a_batch_end_saves_the_last_epoch_and_resumes_ex
     first, cmd, env = _interrupt(tmp_path, out, signal.SIGUSR2)
     assert first.returncode == 255, first.stdout[-3000:]  # the deferred handler's sys.exit(-1)
     assert (tmp_path / "handed_over").read_text() == str(int(signal.SIGUSR2)), "submitit's handler never ran"
-    assert "received SIGUSR2: stopping after this batch" in first.stdout
-    _assert_interrupted_at_epoch_1(out, "SIGUSR2")
+    assert "received SIGUSR2: stopping at the end of this batch or epoch" in first.stdout
+    _assert_interrupted_at(out, "SIGUSR2", epoch=1)  # the end of epoch 1, kept in memory
 
     again = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -96,5 +99,14 @@ def test_sigterm_is_an_interruption_not_a_failure(tmp_path: Path) -> None:
     first, _, _ = _interrupt(tmp_path, out, signal.SIGTERM)
     assert first.returncode == 128 + signal.SIGTERM, first.stdout[-3000:]
     assert not (tmp_path / "handed_over").exists()  # SIGTERM is not the requeue signal: nothing handed over
-    _assert_interrupted_at_epoch_1(out, "SIGTERMException")
+    _assert_interrupted_at(out, "SIGTERMException", epoch=1)
     assert json.loads((out / "result.json").read_text())["config_hash"]
+
+
+def test_requeue_signal_near_an_epoch_end_finishes_the_epoch(tmp_path: Path) -> None:
+    """The paused epoch has a few batches left, far under signal_finish_epoch_s: it is finished and its end saved."""
+    out = tmp_path / "run"
+    first, _, _ = _interrupt(tmp_path, out, signal.SIGUSR2, finish_epoch_s=30)
+    assert first.returncode == 255, first.stdout[-3000:]
+    assert (tmp_path / "handed_over").read_text() == str(int(signal.SIGUSR2))
+    _assert_interrupted_at(out, "SIGUSR2", epoch=2)  # nothing of epoch 2 is lost

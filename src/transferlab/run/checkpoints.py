@@ -81,24 +81,30 @@ class LastCheckpoint(Callback):
 
     Without ``save_final`` a crash while testing costs at most ``every_s`` seconds of training, as anywhere
     else, and a short run does not pay for a full-state write it deletes unread (0.5 s of a 6 s study job).
-    With ``keep_latest`` (inside a SLURM job, where preemption is routine) an epoch end that is not written
-    is kept in memory instead, so :meth:`save_latest` can write the last finished epoch when a signal stops
-    the run mid-epoch (``run.preemption``).
+    With ``keep_latest_after_s`` (inside a SLURM job, where preemption is routine) the end of an epoch longer
+    than that which is not written is kept in memory instead, so :meth:`save_latest` can write the last
+    finished epoch when a signal stops the run mid-epoch (``run.preemption``; a shorter epoch is finished
+    instead). The copy costs 80 ms for resnet18 with AdamW state on this CPU (a file write 180 ms).
     """
 
-    def __init__(self, dirpath: Path, every_s: float = 0.0, save_final: bool = False, keep_latest: bool = False) -> None:
+    def __init__(self, dirpath: Path, every_s: float = 0.0, save_final: bool = False,
+                 keep_latest_after_s: float | None = None) -> None:
         self.path = Path(dirpath) / LAST
         self.every_s = float(every_s)
         self.save_final = save_final
-        self.keep_latest = keep_latest
+        self.keep_latest_after_s = keep_latest_after_s
         self._latest: dict[str, Any] | None = None
-        self._saved_at = time.monotonic()
+        self._saved_at = self._epoch_started = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started = time.monotonic()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         final = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
+        long_epoch = self.keep_latest_after_s is not None and time.monotonic() - self._epoch_started > self.keep_latest_after_s
         if (final and self.save_final) or time.monotonic() - self._saved_at >= self.every_s:
             self.save(trainer)
-        elif self.keep_latest:  # what save() would write now, copied: training goes on changing the tensors
+        elif long_epoch:  # what save() would write now, copied: training goes on changing the tensors
             checkpoint = trainer._checkpoint_connector.dump_checkpoint()
             self._latest = _cpu_copy(checkpoint) if trainer.is_global_zero else None
 

@@ -167,9 +167,10 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     best = BestWeights(cfg.monitor, cfg.monitor_mode)
     keep = bool(cfg.get("keep_checkpoints", False))
+    finish_s = float(cfg.get("signal_finish_epoch_s") or 0)
     last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=keep,
-                               keep_latest=in_slurm_job())
-    ddp, stop = DistributedSync(), SignalStop(last_ckpt)
+                               keep_latest_after_s=finish_s if in_slurm_job() else None)
+    ddp, stop = DistributedSync(), SignalStop(last_ckpt, finish_epoch_s=finish_s)
     staged = run.features_cached and not run.policy.features_only
     trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, ddp, stop], logger, n_train=run.n_train,
                            checkpoints=False, reload_dataloaders=staged)

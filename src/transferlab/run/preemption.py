@@ -14,8 +14,9 @@ and the same checkpoint and record follow.
 
 Exactness: the order and randomness of an epoch are fixed by (seed, epoch) (``data.sampler``), so a run
 resumed from an end-of-epoch checkpoint equals the uninterrupted one. A signal in the middle of an epoch
-therefore saves the state of the last finished epoch (``LastCheckpoint`` keeps it in memory inside a SLURM
-job) and costs the part of the epoch trained since.
+that ends within ``signal_finish_epoch_s`` (30 s) lets it finish and saves its end: nothing is lost. In a
+longer epoch the run stops after the current batch and saves the last finished epoch (``LastCheckpoint``
+keeps the end of such long epochs in memory inside a SLURM job): the part of the epoch trained since is lost.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -71,18 +73,25 @@ class RunInterrupted(SystemExit):
 
 
 class SignalStop(Callback):
-    """Defers the launcher's requeue signal to the end of the current batch, and saves ``last.ckpt`` when a
-    signal (this one or SIGTERM) stops the run. Only installed where a handler is already there
-    (a launcher that requeues); elsewhere the signal keeps its default."""
+    """Defers the launcher's requeue signal to a batch end, and saves ``last.ckpt`` when a signal (this one
+    or SIGTERM) stops the run. Only installed where a handler is already there (a launcher that requeues);
+    elsewhere the signal keeps its default.
 
-    def __init__(self, last: LastCheckpoint) -> None:
-        self.last = last
+    Where the signal finds the run: an epoch that ends within ``finish_epoch_s`` (estimated from its batches
+    so far) is finished and its end written, which loses nothing; in a longer one the run stops after the
+    current batch and writes the last finished epoch (``LastCheckpoint`` kept it in memory).
+    """
+
+    def __init__(self, last: LastCheckpoint, finish_epoch_s: float = 30.0) -> None:
+        self.last, self.finish_epoch_s = last, float(finish_epoch_s)
         self.signum: int | None = None
         self._deferred: Any = None
         self._installed = False
+        self._at_epoch_end = False
+        self._epoch_started = time.monotonic()
 
     def _notice(self, signum: int, frame: Any) -> None:
-        log.warning("received %s: stopping after this batch, then requeue", signal.Signals(signum).name)
+        log.warning("received %s: stopping at the end of this batch or epoch, then requeue", signal.Signals(signum).name)
         self.signum = signum
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -98,21 +107,36 @@ class SignalStop(Callback):
             signal.signal(requeue_signal(), self._deferred)
             self._installed = False
 
-    def _check(self, trainer: pl.Trainer) -> None:
-        if not self._installed:
-            return
+    def _stop(self) -> RunInterrupted:
+        return RunInterrupted(self.signum or requeue_signal(), self._deferred)
+
+    def _signalled(self, trainer: pl.Trainer) -> bool:
+        """Whether a signal came (on any rank: every rank must stop at the same batch, or the others hang)."""
         stop = self.signum is not None
-        if trainer.world_size > 1:  # every rank stops at the same batch, or the others hang in the next all-reduce
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if stop:
-            raise RunInterrupted(self.signum or requeue_signal(), self._deferred)
+        return trainer.strategy.reduce_boolean_decision(stop, all=False) if trainer.world_size > 1 else stop
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        self._check(trainer)
+    def _epoch_left_s(self, trainer: pl.Trainer, batch_idx: int) -> float:
+        """The rest of this epoch's training, estimated from its batches so far (rank 0's estimate)."""
+        per_batch = (time.monotonic() - self._epoch_started) / (batch_idx + 1)
+        left = per_batch * max(0.0, float(trainer.num_training_batches) - batch_idx - 1)
+        return float(trainer.strategy.broadcast(left)) if trainer.world_size > 1 else left
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if not trainer.sanity_checking and trainer.state.fn == "fit":
-            self._check(trainer)
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not self._installed or self._at_epoch_end or not self._signalled(trainer):
+            return
+        if self._epoch_left_s(trainer, batch_idx) <= self.finish_epoch_s:
+            self._at_epoch_end = True  # finish this epoch: its end is then written, and nothing is lost
+            return
+        raise self._stop()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._installed and (self._at_epoch_end or self._signalled(trainer)):
+            self.last.save(trainer)  # this epoch's end (LastCheckpoint, called before, may have skipped it)
+            raise self._stop()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if is_interruption(exception):
