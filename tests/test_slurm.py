@@ -124,16 +124,31 @@ def test_resources_follow_the_trainer() -> None:
     assert fixed["gpus_per_node"] == 2  # a number given is kept
 
 
-def test_slurm_launcher_without_sbatch_says_so_before_submitting(tmp_path: Path) -> None:
+def _launch(capsys: pytest.CaptureFixture[str], *overrides: str) -> str:
+    """Hand one job to the launcher as Hydra would (in this process); it must refuse: its stderr."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.transferlab_slurm.launcher import TransferlabSlurmLauncher
+
+    cfg = _hydra_cfg("hydra/launcher=slurm", *overrides)
+    params = {k: v for k, v in OmegaConf.to_container(cfg.hydra.launcher, resolve=True).items() if k != "_target_"}
+    launcher = TransferlabSlurmLauncher(**params)
+    launcher.config = cfg
+    with pytest.raises(SystemExit) as stopped:
+        launcher.launch([["seed=0"]], initial_job_idx=0)
+    assert stopped.value.code == 2  # as the CLI's own errors
+    return capsys.readouterr().err
+
+
+def test_slurm_launcher_without_sbatch_says_so_before_submitting(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "sbatch").exists())
-    proc = subprocess.run([sys.executable, "-m", "transferlab.train", "-m", *SMALL, "strategy=scratch", *TINY],
-                          env=_env(tmp_path, PATH=path), cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "needs SLURM's sbatch on PATH" in proc.stderr and "scripts/slurm-local start" in proc.stderr
-    assert not list(tmp_path.rglob(".submitit"))
+    monkeypatch.setenv("PATH", path)
+    err = _launch(capsys)
+    assert "needs SLURM's sbatch on PATH" in err and "scripts/slurm-local start" in err
 
 
-def test_slurm_launcher_refuses_a_non_integer_device_count(tmp_path: Path) -> None:
+def test_slurm_launcher_refuses_a_non_integer_device_count(capsys: pytest.CaptureFixture[str]) -> None:
     from omegaconf import OmegaConf
 
     from hydra_plugins.transferlab_slurm.launcher import device_count
@@ -143,12 +158,8 @@ def test_slurm_launcher_refuses_a_non_integer_device_count(tmp_path: Path) -> No
         with pytest.raises(ConfigError, match="must be an integer ≥ 1"):
             device_count(OmegaConf.create({"devices": devices}))
     assert device_count(OmegaConf.create({"devices": "2"})) == 2
-    proc = subprocess.run([sys.executable, "-m", "transferlab.train", "-m", *SMALL, "strategy=scratch", *TINY,
-                           "trainer.devices=auto"], env=_env(tmp_path), cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "trainer.devices='auto'" in proc.stderr and "Fix: trainer.devices=1" in proc.stderr
-    assert not list(tmp_path.rglob(".submitit"))
+    err = _launch(capsys, "trainer.devices=auto")  # checked before sbatch is even looked for
+    assert "trainer.devices='auto'" in err and "Fix: trainer.devices=1" in err
 
 
 # ------------------------------------------------------------------------------------------ a real SLURM
