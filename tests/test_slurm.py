@@ -1,6 +1,6 @@
 """The SLURM launcher against a real SLURM on this machine (``scripts/slurm-local start``; marked ``slurm``,
 run by ``.ci/run`` / ``make test-slurm``): a slice of the study as a job array equals the same runs made
-locally; a job requeued mid-run resumes to the uninterrupted run's numbers; a job with a 1-minute time limit
+locally; a job requeued mid-run and then preempted resumes to the uninterrupted run's numbers; a job with a 1-minute time limit
 and about 2 minutes of training is requeued at its time limit and completes under one W&B run id; an unknown
 partition fails before anything is submitted. Without root or apt the SLURM tests skip and say why.
 
@@ -23,6 +23,7 @@ import pytest
 
 from conftest import ROOT
 from test_sweeps import TINY, _env, _hydra_cfg, _results, _train_cli
+from transferlab.run.checkpoints import load_checkpoint_safely  # imported now, not while a job runs (seconds)
 
 SCRIPT = ROOT / "scripts" / "slurm-local"
 #: one CPU and 1 GB per array task: two tasks side by side on a 2-core node
@@ -200,41 +201,57 @@ def test_study_slice_as_job_array_equals_local_runs(slurm: None, tmp_path: Path)
     assert sorted(p.name.split("_")[1] for p in submitit.glob("*/*_result.pkl")) == ["0", "1"]
 
 
-#: a fine-tune long enough to requeue mid-run (about 8 s of training on one core), an epoch-end checkpoint each epoch
-REQUEUED = ["strategy=finetune", "dataset.fraction=0.5", "dataset.batch_size=32", *TINY, "trainer.max_epochs=12",
+#: a fine-tune long enough to interrupt twice (about 14 s of training on one core), an epoch end on disk each epoch
+REQUEUED = ["strategy=finetune", "dataset.fraction=0.5", "dataset.batch_size=32", *TINY, "trainer.max_epochs=20",
             "min_train_steps=0", "max_validations=4", "checkpoint_every_s=0", "logger=none"]
 
 
-@pytest.mark.slurm
-def test_requeued_job_resumes_and_equals_the_uninterrupted_run(slurm: None, tmp_path: Path) -> None:
-    from transferlab.run.checkpoints import load_checkpoint_safely
+def _wait_for_epoch(last: Path, epoch: int, proc: subprocess.Popen[str]) -> int:
+    """Wait until ``last.ckpt`` holds at least ``epoch``; the epoch it holds."""
+    deadline = time.monotonic() + 180
+    while True:
+        done = load_checkpoint_safely(last)["epoch"] if last.exists() else -1
+        if done >= epoch:
+            return done
+        assert time.monotonic() < deadline and proc.poll() is None, f"the job never got to epoch {epoch}"
+        time.sleep(0.1)
 
+
+@pytest.mark.slurm
+def test_requeued_and_preempted_job_resumes_and_equals_the_uninterrupted_run(slurm: None, tmp_path: Path) -> None:
+    """``scontrol requeue`` (SIGTERM) mid-run, then a preemption by a job of the higher-priority partition
+    (USR2, requeued by SLURM and submitit): it resumes twice and ends with the uninterrupted run's numbers."""
     for where in ("slurm", "local"):
         (tmp_path / where).mkdir()
+    reference = subprocess.Popen([sys.executable, "-m", "transferlab.train", "-m", *REQUEUED], env=_env(tmp_path / "local"),
+                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc = subprocess.Popen([sys.executable, "-m", "transferlab.train", "-m", *SMALL, *REQUEUED],
                             env=_env(tmp_path / "slurm"), cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         run_dir = _only_run_dir(tmp_path / "slurm" / "runs" / "default" / "multirun")
         last = run_dir / "checkpoints" / "last.ckpt"
-        deadline = time.monotonic() + 180
-        while not (last.exists() and load_checkpoint_safely(last)["epoch"] >= 2):
-            assert time.monotonic() < deadline and proc.poll() is None, "the job never checkpointed"
-            time.sleep(0.1)
+        requeued_at = _wait_for_epoch(last, 2, proc)
         (job,) = [line.split()[0] for line in _squeue() if line.strip()]
         subprocess.run(["scontrol", "requeue", job], check=True)  # SIGTERM now, then the job runs again
         statuses = _watch(run_dir, proc, 60, lambda seen: bool(seen))
-        _train_cli(tmp_path / "local", "-m", *REQUEUED)  # the reference, while the job waits to start again
+        _wait_for_epoch(last, requeued_at + 2, proc)  # resumed, and two more epochs trained
+        subprocess.run(["sbatch", "-p", "urgent", "-c", "2", "--mem=1G", "--wrap", "sleep 1"], check=True,
+                       capture_output=True)  # needs the whole node: preempts the job
         _watch(run_dir, proc, 300, lambda seen: "completed" in seen, statuses)
         out = proc.communicate(timeout=120)[0]
+        reference_out = reference.communicate(timeout=300)[0]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, out[-3000:]
+        for p in (proc, reference):
+            if p.poll() is None:
+                p.kill()
+    assert proc.returncode == 0 and reference.returncode == 0, (out[-3000:], reference_out[-2000:])
     assert statuses == ["interrupted", "completed"], statuses  # never "failed"
+    logs = "".join(p.read_text() for p in (run_dir.parent / ".submitit").glob("*/*_log.*"))
+    assert "this job is preempted" in logs and logs.count("resuming from") == 2
     (resumed,) = _results(run_dir.parent).values()
-    (reference,) = _results(tmp_path / "local" / "runs" / "default" / "multirun").values()
-    assert resumed["resumed_from_epoch"] >= 1 and resumed["metrics"] == reference["metrics"]
+    (uninterrupted,) = _results(tmp_path / "local" / "runs" / "default" / "multirun").values()
+    assert resumed["resumed_from_epoch"] > requeued_at and resumed["metrics"] == uninterrupted["metrics"]
 
 
 @pytest.mark.slurm
