@@ -24,7 +24,7 @@ test: setup
 # The SLURM launcher against a one-machine SLURM: the tests start it (scripts/slurm-local start, as root: it
 # installs Debian's slurm-wlm and munge) and stop it again; without root or apt they skip and say why.
 test-slurm: setup
-	$(BIN)/python -m pytest -q -m slurm
+	$(BIN)/python -m pytest -q -m slurm --durations=5
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m ''

@@ -167,13 +167,10 @@ def test_slurm_launcher_refuses_a_non_integer_device_count(capsys: pytest.Captur
 
 
 @pytest.mark.slurm
-def test_unknown_partition_is_refused_with_close_names(slurm: None, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "transferlab.train", "-m", *SMALL, "hydra.launcher.partition=debg",
-                           "strategy=scratch", *TINY], env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "'debg' is not a partition of this cluster" in proc.stderr and "Did you mean 'debug'" in proc.stderr
-    assert not list(tmp_path.rglob(".submitit"))
+def test_unknown_partition_is_refused_with_close_names(slurm: None, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _launch(capsys, "hydra.launcher.partition=debg")  # sinfo of the real cluster
+    assert "'debg' is not a partition of this cluster" in err and "Did you mean 'debug'" in err
+    assert not [line for line in _squeue() if line.strip()], "something was submitted"
 
 
 @pytest.mark.slurm
@@ -256,12 +253,12 @@ def test_requeued_and_preempted_job_resumes_and_equals_the_uninterrupted_run(slu
 
 @pytest.mark.slurm
 def test_time_limit_requeues_and_completes_under_one_wandb_id(slurm: None, tmp_path: Path) -> None:
-    """``--time=1`` and about 75 s of training (one idle core): submitit's USR2 requeues it until it is done.
+    """``--time=1`` and about 60 s of training (one idle core): submitit's USR2 requeues it until it is done.
 
     slurmctld checks time limits every 30 s and sends the signal once the time left is under
     ``signal_delay_s`` + 30 s: with 5 s it comes 25-55 s into each 60 s segment, before the limit's SIGTERM."""
     args = [*SMALL, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5", "hydra.launcher.max_num_timeout=20",
-            "strategy=scratch", "dataset.fraction=1.0", *TINY, "trainer.max_epochs=75", "max_validations=5",
+            "strategy=scratch", "dataset.fraction=1.0", *TINY, "trainer.max_epochs=60", "max_validations=5",
             "logger=wandb"]
     proc = subprocess.Popen([sys.executable, "-m", "transferlab.train", "-m", *args], env=_env(tmp_path), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -275,7 +272,7 @@ def test_time_limit_requeues_and_completes_under_one_wandb_id(slurm: None, tmp_p
     assert proc.returncode == 0, out[-3000:]
     assert statuses[-1] == "completed" and "interrupted" in statuses and "failed" not in statuses, statuses
     (record,) = _results(run_dir.parent).values()
-    assert record["epochs"] == 75 and record["resumed_from_epoch"] > 0
+    assert record["epochs"] == 60 and record["resumed_from_epoch"] > 0
     logs = "".join(p.read_text() for p in (run_dir.parent / ".submitit").glob("*/*_log.*"))
     assert logs.count("this job is timed-out") >= 1 and "Requeued job" in logs
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
