@@ -71,6 +71,14 @@ def _squeue() -> list[str]:
     return subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, check=True).stdout.split("\n")
 
 
+def _cancel_jobs(sweep_dir: Path) -> None:
+    """Cancel the SLURM jobs of this sweep (by the job folders submitit made): a test that failed leaves none
+    running, and no sweep process waits for them (without accounting submitit cannot see a cancelled job end)."""
+    ids = [d.name for d in (sweep_dir / ".submitit").glob("*") if d.name.isdigit()]
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
+
+
 def _watch(folder: Path, proc: subprocess.Popen[str], timeout_s: float, until: Any, seen: list[str] | None = None) -> list[str]:
     """The record's statuses as they changed (appended to ``seen``), polled until ``until(statuses)`` or the
     sweep process ends."""
@@ -183,7 +191,12 @@ def test_study_slice_as_job_array_equals_local_runs(slurm: None, tmp_path: Path)
                                   env=_env(tmp_path / "slurm"), cwd=tmp_path, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
     _train_cli(tmp_path / "local", "-m", *grid)  # meanwhile
-    out = on_cluster.communicate(timeout=600)[0]
+    try:
+        out = on_cluster.communicate(timeout=600)[0]
+    finally:
+        if on_cluster.poll() is None:
+            on_cluster.kill()
+            _cancel_jobs(tmp_path / "slurm" / "runs" / "digits_transfer" / "strategy_x_fraction")
     assert on_cluster.returncode == 0, out[-3000:]
     folder = Path("runs/digits_transfer/strategy_x_fraction")
     on_slurm, local = _results(tmp_path / "slurm" / folder), _results(tmp_path / "local" / folder)
@@ -242,6 +255,7 @@ def test_requeued_and_preempted_job_resumes_and_equals_the_uninterrupted_run(slu
         for p in (proc, reference):
             if p.poll() is None:
                 p.kill()
+        _cancel_jobs(tmp_path / "slurm" / "runs" / "default" / "multirun")
     assert proc.returncode == 0 and reference.returncode == 0, (out[-3000:], reference_out[-2000:])
     assert statuses == ["interrupted", "completed"], statuses  # never "failed"
     logs = "".join(p.read_text() for p in (run_dir.parent / ".submitit").glob("*/*_log.*"))
@@ -269,6 +283,7 @@ def test_time_limit_requeues_and_completes_under_one_wandb_id(slurm: None, tmp_p
     finally:
         if proc.poll() is None:
             proc.kill()
+            _cancel_jobs(tmp_path / "runs" / "default" / "multirun")
     assert proc.returncode == 0, out[-3000:]
     assert statuses[-1] == "completed" and "interrupted" in statuses and "failed" not in statuses, statuses
     (record,) = _results(run_dir.parent).values()
