@@ -246,8 +246,8 @@ def test_requeued_and_preempted_job_resumes_and_equals_the_uninterrupted_run(slu
         subprocess.run(["scontrol", "requeue", job], check=True)  # SIGTERM now, then the job runs again
         statuses = _watch(run_dir, proc, 60, lambda seen: bool(seen))
         _wait_for_epoch(last, requeued_at + 2, proc)  # resumed, and two more epochs trained
-        subprocess.run(["sbatch", "-p", "urgent", "-c", "2", "--mem=1G", "--wrap", "sleep 1"], check=True,
-                       capture_output=True)  # needs the whole node: preempts the job
+        subprocess.run(["sbatch", "-p", "urgent", "-c", "2", "--mem=1G", "--output=/dev/null", "--wrap", "sleep 1"],
+                       check=True, capture_output=True, cwd=tmp_path)  # needs the whole node: preempts the job
         _watch(run_dir, proc, 300, lambda seen: "completed" in seen, statuses)
         out = proc.communicate(timeout=120)[0]
         reference_out = reference.communicate(timeout=300)[0]
