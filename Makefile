@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: setup test test-all study benchmark clean
+.PHONY: setup test test-slurm test-all study benchmark clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The SLURM launcher against a one-machine SLURM: the tests start it (scripts/slurm-local start, as root: it
+# installs Debian's slurm-wlm and munge) and stop it again; without root or apt they skip and say why.
+test-slurm: setup
+	$(BIN)/python -m pytest -q -m slurm --durations=5
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m ''

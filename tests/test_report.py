@@ -265,6 +265,24 @@ def test_failed_and_unparseable_runs_listed_not_averaged(grid: Path) -> None:
     assert {"test/acc", "test/f1_macro", "path", "wandb.id"} <= set(csv.columns)
 
 
+def test_interrupted_runs_are_pending_not_failures(grid: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A preempted or requeued run says ``interrupted``: listed as pending (it resumes), never counted as failed."""
+    from transferlab.report.load import scan
+
+    write(grid / "bad" / "interrupted", make_record(
+        "fine_tune", 0.1, 5, 0.0, status="interrupted", config_hash="int-hash",
+        error="interrupted (SIGUSR2: preempted, requeued, cancelled or at its time limit); it resumes ..."))
+    write(grid / "bad" / "failed", make_record("fine_tune", 0.1, 6, 0.0, status="failed", error="boom",
+                                               config_hash="failed-hash"))
+    assert scan([grid]).problem_counts() == {"pending": 1, "failed": 1, "duplicate": 0}
+    assert main([str(grid), "--out", str(grid / "report")]) == 0
+    assert "1 failed/unreadable, 1 interrupted or running (pending), 0 duplicate" in capsys.readouterr().out
+    md = (grid / "report" / "report.md").read_text()
+    assert "1 interrupted or running (pending: they resume when run again), 1 failed/unreadable" in md
+    section = md.split("## Incomplete or failed runs", 1)[1]
+    assert "| interrupted | interrupted (SIGUSR2" in section
+
+
 def test_duplicates_by_config_hash_counted_once(tmp_path: Path) -> None:
     old = write(tmp_path / "old", make_record("fine_tune", 0.1, 0, 0.10, config_hash="same"))
     new = write(tmp_path / "new", make_record("fine_tune", 0.1, 0, 0.90, config_hash="same"))

@@ -187,11 +187,14 @@ def wandb_summary(logger: Logger | None, metrics: Mapping[str, float], result_pa
     return info
 
 
-def finish_wandb(logger: Logger | None, exit_code: int) -> None:
-    """Finish the logger's W&B run (``exit_code`` 1 marks it failed); never raises."""
+def finish_wandb(logger: Logger | None, exit_code: int, preempted: bool = False) -> None:
+    """Finish the logger's W&B run (``exit_code`` 1 marks it failed; ``preempted``: W&B shows it preempted,
+    and the resumed run continues the same id from ``wandb_id.txt``); never raises."""
     if not isinstance(logger, WandbLogger):
         return
     try:
+        if preempted:
+            logger.experiment.mark_preempting()
         logger.experiment.finish(exit_code=exit_code)
     except Exception as err:  # noqa: BLE001
         log.warning("W&B: could not finish the run (%s).", err)

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_outcome(summary: pd.DataFrame, n_problems: int, paths: ReportPaths, dirs: list[Path]) -> None:
+def _print_outcome(summary: pd.DataFrame, counts: dict[str, int], paths: ReportPaths, dirs: list[Path]) -> None:
     if summary.empty:
         print(f"warning: none of the runs under {', '.join(map(str, dirs))} completed; "
               f"see the failures listed in {paths.md}.", file=sys.stderr)
@@ -120,8 +120,9 @@ def _print_outcome(summary: pd.DataFrame, n_problems: int, paths: ReportPaths, d
         print_summary(summary)
         for line in findings(summary):
             print(f"- {line}")
-    if n_problems:
-        print(f"{n_problems} incomplete/failed/duplicate record(s); see {paths.md}")
+    if any(counts.values()):
+        print(f"{counts['failed']} failed/unreadable, {counts['pending']} interrupted or running (pending), "
+              f"{counts['duplicate']} duplicate record(s); see {paths.md}")
     print(f"wrote {paths.csv}")
     print(f"wrote {paths.md}")
     if paths.png is not None:
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = summarize(found.runs())
     paths = write_outputs(found, summary, args.dirs, out)
-    _print_outcome(summary, len(found.problems()), paths, args.dirs)
+    _print_outcome(summary, found.problem_counts(), paths, args.dirs)
     if args.wandb_project and not summary.empty:
         log_report_to_wandb(summary, paths.png, args.wandb_project, args.wandb_group)
     return 0 if not summary.empty else 1

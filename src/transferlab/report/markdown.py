@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from transferlab.report.findings import CATCH_UP_RULE, NEGATIVE_TRANSFER_RULE, combo_findings, findings
-from transferlab.report.load import DUPLICATE, first_line
+from transferlab.report.load import DUPLICATE, PENDING, first_line
 from transferlab.report.stats import fmt_ms
 from transferlab.report.summary import SCRATCH, combos
 
@@ -118,11 +118,12 @@ def render_markdown(summary: pd.DataFrame, problems: list[dict[str, str]], dirs:
     """The text of ``report.md``."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     n_dup = sum(p["status"] == DUPLICATE for p in problems)
-    n_bad = len(problems) - n_dup
+    n_pending = sum(p["status"] in PENDING for p in problems)
+    n_bad = len(problems) - n_dup - n_pending
     md = ["# transferlab report", "",
           f"Generated {now} from: " + ", ".join(f"`{d}`" for d in dirs), "",
-          f"{n_files} result file(s) found: {n_completed} completed run(s) averaged, "
-          f"{n_bad} incomplete/failed/unreadable, {n_dup} duplicate(s) ignored.", ""]
+          f"{n_files} result file(s) found: {n_completed} completed run(s) averaged, {n_pending} interrupted or "
+          f"running (pending: they resume when run again), {n_bad} failed/unreadable, {n_dup} duplicate(s) ignored.", ""]
     groups = combos(summary) if not summary.empty else []
     md += _results_section(groups) + _findings_section(summary, groups) + _problems_section(problems)
     if png_name:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import socket
@@ -19,14 +20,15 @@ from omegaconf import DictConfig
 
 from transferlab import __version__
 from transferlab.errors import ConfigError
-from transferlab.files import read_json, write_json_atomic
+from transferlab.files import file_lock, read_json, write_json_atomic
 from transferlab.identity import config_hash, resolved
 from transferlab.record import RESULT_FILE, RunRecord, Status, is_completed, read_record, write_record
 from transferlab.redaction import redact, redacted_argv
 from transferlab.run.assembly import Run, assemble, plan_run
 from transferlab.run.checkpoints import BEST, LAST, BestWeights, LastCheckpoint, check_checkpoint_fits
-from transferlab.run.context import output_dir, rank
+from transferlab.run.context import in_slurm_job, output_dir, rank
 from transferlab.run.distributed import DistributedSync
+from transferlab.run.preemption import RunInterrupted, SignalStop, describe_interruption, is_interruption
 from transferlab.run.probing import solve_head, wandb_entries
 from transferlab.run.source import resolve_weights
 from transferlab.run.trainer import device_of, intra_op_threads, make_trainer
@@ -38,6 +40,8 @@ log = logging.getLogger("transferlab")
 TRAIN_INDICES_FILE = "train_indices.json"
 #: the config hash the checkpoints in ``checkpoints/`` belong to
 STATE_FILE = "run_state.json"
+#: held (``files.file_lock``) by the process that runs the run in this folder
+RUN_LOCK = ".run.lock"
 
 # Frozen blocks are in eval mode on purpose (their BatchNorm statistics must not move).
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
@@ -74,10 +78,18 @@ def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
     """Run one config end to end; write ``result.json``; return the final metrics.
 
     A completed run of the same config in ``out_dir`` is not run again; an interrupted one resumes from
-    its last checkpoint. A failure writes a ``failed`` record with the error, then re-raises.
+    its last checkpoint. A failure writes a ``failed`` record with the error, a signal or Ctrl-C an
+    ``interrupted`` one (``run.preemption``), then it re-raises.
     """
     out_dir = Path(out_dir) if out_dir is not None else output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # one process per run folder: a second one (two sweep workers given the same trial, a job still running
+    # when its stale trial is retried) waits, then finds the run completed. DDP ranks > 0 share rank 0's run.
+    with file_lock(out_dir / RUN_LOCK) if rank() == 0 else contextlib.nullcontext():
+        return _train_once(cfg, out_dir)
+
+
+def _train_once(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     cfg_hash = config_hash(cfg)
     done = is_completed(out_dir, cfg_hash)
     if done is not None:
@@ -94,10 +106,20 @@ def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
         return _train(cfg, out_dir, record)
     except BaseException as err:
         if rank() == 0:
-            record.status, record.error = Status.FAILED, f"{type(err).__name__}: {err}"
-            record.traceback = traceback.format_exc(limit=8)
-            write_record(out_dir, record)
+            _record_end(out_dir, record, err)
+        if isinstance(err, RunInterrupted):
+            err.hand_over()  # the launcher's requeue (submitit's handler), now that last.ckpt and the record are written
         raise
+
+
+def _record_end(out_dir: Path, record: RunRecord, err: BaseException) -> None:
+    """Write the record of a run that did not complete: ``interrupted`` (it resumes) or ``failed``."""
+    if is_interruption(err):
+        record.status, record.error = Status.INTERRUPTED, describe_interruption(err)
+    else:
+        record.status, record.error = Status.FAILED, f"{type(err).__name__}: {err}"
+        record.traceback = traceback.format_exc(limit=8)
+    write_record(out_dir, record)
 
 
 def _train(cfg: DictConfig, out_dir: Path, record: RunRecord) -> dict[str, float]:
@@ -116,8 +138,9 @@ def _train(cfg: DictConfig, out_dir: Path, record: RunRecord) -> dict[str, float
     record.wandb = wandb_info(logger)
     try:
         return _fit_and_test(cfg, out_dir, record, run, logger)
-    except BaseException:
-        finish_wandb(logger, exit_code=1)  # never left active: the next job of a multirun gets its own W&B run
+    except BaseException as err:
+        # never left active: the next job of a multirun gets its own W&B run (a resumed one continues this id)
+        finish_wandb(logger, exit_code=1, preempted=is_interruption(err))
         raise
 
 
@@ -145,18 +168,23 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     best = BestWeights(cfg.monitor, cfg.monitor_mode)
     keep = bool(cfg.get("keep_checkpoints", False))
-    last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=keep)
-    ddp = DistributedSync()
-    trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, ddp], logger, n_train=run.n_train, checkpoints=False,
-                           reload_dataloaders=run.staged, solved_epochs=run.solved_epochs)
+    finish_s = float(cfg.get("signal_finish_epoch_s") or 0)
+    last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=keep,
+                               keep_latest_after_s=finish_s if in_slurm_job() else None)
+    ddp, stop = DistributedSync(), SignalStop(last_ckpt, finish_epoch_s=finish_s)
+    trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, ddp, stop], logger, n_train=run.n_train,
+                           checkpoints=False, reload_dataloaders=run.staged, solved_epochs=run.solved_epochs)
     record.resumed_from = _resume_point(run, ckpt_dir / LAST, record)
     start = time.perf_counter()
     with intra_op_threads(1 if run.policy.features_only else None):
-        fitted = _solve_and_fit(cfg, record, run, trainer)
-        train_time = time.perf_counter() - start + run.feature_time_s
-        best.restore(run.module)  # test the weights of the best validation epoch
-        best_score = best.best_score if fitted else _validate(trainer, run, cfg.monitor, ddp)
-        tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+        try:
+            fitted = _solve_and_fit(cfg, record, run, trainer)
+            train_time = time.perf_counter() - start + run.feature_time_s
+            best.restore(run.module)  # test the weights of the best validation epoch
+            best_score = best.best_score if fitted else _validate(trainer, run, cfg.monitor, ddp)
+            tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+        finally:
+            stop.close()
     metrics = {k: float(v) for k, v in tested[0].items()}
     if best_score is not None:
         metrics[f"{cfg.monitor}_best"] = best_score

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
@@ -88,6 +89,8 @@ def trainer_arguments(cfg: DictConfig, n_train: int, checkpoints: bool, reload_d
         )
     # checkpoints are written atomically and read with weights_only=True (no pickled code runs)
     kwargs.setdefault("plugins", [SafeCheckpointIO()])
+    if SLURMEnvironment.detect():  # requeue is submitit's (run.preemption): Lightning's own would requeue a second time
+        kwargs["plugins"] = [*kwargs["plugins"], SLURMEnvironment(auto_requeue=False)]
     # the training sampler shards itself over DDP ranks (order fixed by seed and epoch); evaluation runs
     # the whole val/test split on every rank, so its metrics equal a single device's (no padded repeats)
     kwargs.setdefault("use_distributed_sampler", False)
