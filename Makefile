@@ -10,7 +10,7 @@ export TRANSFERLAB_RUNS ?= runs
 export TRANSFERLAB_CACHE ?= .cache/transferlab
 STUDY_OUT ?= experiments
 
-.PHONY: setup test test-all study study-digits-split study-fixed-lr benchmark clean
+.PHONY: setup test test-slurm test-all study study-digits-split study-fixed-lr benchmark clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The SLURM launcher against a one-machine SLURM: the tests start it (scripts/slurm-local start, as root: it
+# installs Debian's slurm-wlm and munge) and stop it again; without root or apt they skip and say why.
+test-slurm: setup
+	$(BIN)/python -m pytest -q -m slurm --durations=5
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m ''

@@ -58,14 +58,15 @@ def head_state(out_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_cached_and_uncached_probes_reach_the_same_head(tmp_path: Path) -> None:
-    """Same seed: the head trained on cached features equals the head trained through the frozen backbone.
+    """Same seed, ``solver=sgd``: the head trained on cached features equals the head trained through the
+    frozen backbone.
 
     Needs the same features (backbone in eval mode, same preprocessing, same numerics) and the same
     data order and head initialisation (extraction must not consume the run's global RNG).
     """
     runs = {}
     for cache in (True, False):
-        cfg = make_cfg(tmp_path, f"strategy.cache_features={cache}", "keep_checkpoints=true", "seed=3")
+        cfg = make_cfg(tmp_path, f"strategy.cache_features={cache}", "strategy.solver=sgd", "keep_checkpoints=true", "seed=3")
         out = tmp_path / f"cache_{cache}"
         metrics = train(cfg, out_dir=out)
         runs[cache] = (metrics, head_state(out), read_result(out))
@@ -230,8 +231,8 @@ def test_a_writer_dying_mid_write_leaves_no_partial_cache(tmp_path: Path, monkey
     assert hit is True
 
 
-# ---- lp_ft: its linear-probing epochs on the cache --------------------------------------------------
-LP_FT = ["strategy=lp_ft", "strategy.lp_epochs=2", "trainer.max_epochs=3", "seed=5", "keep_checkpoints=true"]
+# ---- lp_ft with solver=sgd: its linear-probing epochs on the cache ------------------------------------
+LP_FT = ["strategy=lp_ft", "strategy.solver=sgd", "strategy.lp_epochs=2", "trainer.max_epochs=3", "seed=5", "keep_checkpoints=true"]
 
 
 def test_lp_ft_trains_its_probe_epochs_on_cached_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

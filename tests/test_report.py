@@ -266,6 +266,24 @@ def test_failed_and_unparseable_runs_listed_not_averaged(grid: Path) -> None:
     assert {"test/acc", "test/f1_macro", "path", "wandb.id"} <= set(csv.columns)
 
 
+def test_interrupted_runs_are_pending_not_failures(grid: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A preempted or requeued run says ``interrupted``: listed as pending (it resumes), never counted as failed."""
+    from transferlab.report.load import scan
+
+    write(grid / "bad" / "interrupted", make_record(
+        "fine_tune", 0.1, 5, 0.0, status="interrupted", config_hash="int-hash",
+        error="interrupted (SIGUSR2: preempted, requeued, cancelled or at its time limit); it resumes ..."))
+    write(grid / "bad" / "failed", make_record("fine_tune", 0.1, 6, 0.0, status="failed", error="boom",
+                                               config_hash="failed-hash"))
+    assert scan([grid]).problem_counts() == {"pending": 1, "failed": 1, "duplicate": 0}
+    assert main([str(grid), "--out", str(grid / "report")]) == 0
+    assert "1 failed/unreadable, 1 interrupted or running (pending), 0 duplicate" in capsys.readouterr().out
+    md = (grid / "report" / "report.md").read_text()
+    assert "1 interrupted or running (pending: they resume when run again), 1 failed/unreadable" in md
+    section = md.split("## Incomplete or failed runs", 1)[1]
+    assert "| interrupted (pending) | interrupted (SIGUSR2" in section
+
+
 def test_duplicates_by_config_hash_counted_once(tmp_path: Path) -> None:
     old = write(tmp_path / "old", make_record("fine_tune", 0.1, 0, 0.10, config_hash="same"))
     new = write(tmp_path / "new", make_record("fine_tune", 0.1, 0, 0.90, config_hash="same"))
@@ -402,3 +420,27 @@ def test_log_report_to_wandb_never_raises(grid: Path, monkeypatch: pytest.Monkey
     summary = summarize(load_results([grid])[0])
     with pytest.warns(RuntimeWarning, match="no network"):
         assert log_report_to_wandb(summary, None, "p", None) is False
+
+
+def test_the_probe_l2_chosen_per_strategy_and_size_is_shown(tmp_path: Path) -> None:
+    """The L-BFGS probe's chosen L2: median and range over seeds per (strategy, size); '-' for other runs."""
+    for seed, (acc, l2) in enumerate([(0.8, 1e-3), (0.81, 1e-3), (0.82, 3e-3)]):
+        write(tmp_path / f"lp{seed}", make_record("linear_probe", 0.1, seed, acc, probe={"solver": "lbfgs", "l2": l2}))
+        write(tmp_path / f"lp1-{seed}", make_record("linear_probe", 1.0, seed, acc, probe={"solver": "lbfgs", "l2": 1e-4}))
+        write(tmp_path / f"s{seed}", make_record("scratch", 0.1, seed, acc - 0.1))
+    summary = summarize(load_results([tmp_path])[0])
+    r = row(summary, "linear_probe", 0.1)
+    assert (r["l2_median"], r["l2_min"], r["l2_max"]) == (1e-3, 1e-3, 3e-3)
+    assert math.isnan(row(summary, "scratch", 0.1)["l2_median"])
+    paths = write_report([tmp_path], tmp_path / "out")
+    md = paths.md.read_text()
+    lines = md.splitlines()
+    assert "probe L2 (median, min–max over seeds) |" in next(ln for ln in lines if ln.startswith("| strategy"))
+    assert next(ln for ln in lines if ln.startswith("| linear_probe | 0.1 ")).endswith("| 1.0e-03 [1.0e-03, 3.0e-03] |")
+    assert next(ln for ln in lines if ln.startswith("| linear_probe | 1 ")).endswith("| 1.0e-04 |")
+    assert next(ln for ln in lines if ln.startswith("| scratch | 0.1 ")).endswith("| - |")
+    assert "*Probe L2* is the strength" in md
+    assert "probe.l2" in pd.read_csv(paths.csv).columns
+    for seed in range(3):  # without any probe record, no such column
+        write(tmp_path / "plain" / f"s{seed}", make_record("scratch", 0.1, seed, 0.5))
+    assert "probe L2" not in write_report([tmp_path / "plain"], tmp_path / "out2").md.read_text()

@@ -116,7 +116,7 @@ def test_a_cell_where_every_configuration_failed_is_listed_as_failed(tmp_path: P
     failed = md.split("Cells where every configuration failed", 1)[1].split("Pending cells", 1)[0]
     assert "| scratch | fraction 0.1 | 0 | 3 |" in failed and "| scratch | fraction 0.1 | 3 |" not in failed
     assert "| scratch | fraction 0.1 | 3 | 1 |" in md.split("Pending cells", 1)[1]
-    assert "4 failed/unreadable, 1 pending (running or interrupted)" in md
+    assert "1 interrupted or running (pending: they resume when run again), 4 failed/unreadable" in md
     assert "interrupted (pending)" in md
 
 

@@ -99,6 +99,24 @@ def test_benchmark_runs_small_on_cpu(tmp_path: Path) -> None:
     assert "skipped" in saved["study"] and result["throughput"] == tp
 
 
+def test_benchmark_table_reads_every_committed_result_and_judges_the_lbfgs_probe() -> None:
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "benchmarks" / "benchmark.py")
+    assert spec is not None and spec.loader is not None
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    for path in sorted((REPO / "benchmarks" / "results").glob("*.json")):  # older files: the SGD-probe layout
+        assert benchmark.table(json.loads(path.read_text())).startswith("| benchmark"), path
+    run = {"wall_s": 0.4, "test_acc": 0.95, "train_time_s": 0.15, "solver_time_s": 0.1, "fits": 16}
+    lp = {"epochs": 20, "img_size": 16, "weights": "source", "cached_warm": [run], "cached_warm_wall_s": 0.4,
+          "cached_warm_train_s": 0.15, "solver_time_s": 0.1, "extraction_s": 0.5, "solver_vs_extraction": 0.2,
+          "uncached": {"wall_s": 11.0, "train_time_s": 10.5, "test_acc": 0.88}, "cached_cold": {"wall_s": 1.5},
+          "cached_sgd": {"train_time_s": 1.2, "test_acc": 0.88}, "train_speedup": 70.0, "speedup_warm": 27.5,
+          "speedup_cold": 7.3, "acc_cached": 0.95, "acc_uncached": 0.88, "acc_lost_points": -7.0}
+    text = benchmark.table({"linear_probe_by_size": [lp, {**lp, "train_speedup": 40.0, "acc_lost_points": 0.5}]})
+    rows = [line for line in text.splitlines() if "L-BFGS, 16 fits" in line or "test accuracy" in line]
+    assert [r.rstrip(" |").split()[-1] for r in rows] == ["yes", "yes", "NO", "NO"]
+
+
 class Interrupt(Exception):
     pass
 

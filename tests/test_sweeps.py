@@ -341,8 +341,11 @@ def test_sweep_definitions_and_launcher_presets_compose() -> None:
                        "+trainer.strategy=ddp")
     launcher = slurm.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert launcher.tasks_per_node == 4 == launcher.gpus_per_node  # Lightning's SLURMEnvironment: tasks = devices
-    assert launcher.nodes == 2
+    from hydra_plugins.transferlab_slurm.launcher import derived_resources
+
+    resources = derived_resources(dict(launcher), slurm.trainer)  # "auto" follows the trainer, at launch
+    assert resources["tasks_per_node"] == 4 == resources["gpus_per_node"]  # Lightning's SLURMEnvironment: tasks = devices
+    assert resources["nodes"] == 2
     assert {"partition", "timeout_min", "cpus_per_task", "mem_gb", "array_parallelism"} <= set(launcher)
     local = _hydra_cfg("hydra/launcher=local").hydra.launcher
     assert local._target_.endswith("LocalLauncher") and local.gpus_per_node == 0

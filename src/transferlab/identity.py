@@ -28,6 +28,7 @@ RESULT_NEUTRAL_KEYS: tuple[str, ...] = (
     "paths.cache_dir",
     "keep_checkpoints",
     "checkpoint_every_s",
+    "signal_finish_epoch_s",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",

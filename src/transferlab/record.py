@@ -126,6 +126,7 @@ class RunRecord:
     epochs: int | None = None
     steps: int | None = None  # optimizer steps taken (the budget the run had)
     cached_feature_epochs: int | None = None
+    probe: dict[str, Any] | None = _optional()  # the L-BFGS probe: chosen l2, validation curve, solver time
     weights_path: str | None = None
     output_dir: str | None = None
     error: str | None = _optional()

@@ -169,15 +169,16 @@ def wandb_info(logger: Logger | None) -> dict[str, Any] | None:
         return None
 
 
-def wandb_summary(logger: Logger | None, metrics: Mapping[str, float], result_path: Path) -> dict[str, Any] | None:
-    """Write final metrics and the ``result.json`` path to the W&B summary, finish the run, return
-    :func:`wandb_info`. W&B trouble here is a warning, never an error: the run has completed."""
+def wandb_summary(logger: Logger | None, metrics: Mapping[str, float], result_path: Path,
+                  extra: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """Write final metrics, ``extra`` entries and the ``result.json`` path to the W&B summary, finish the run,
+    return :func:`wandb_info`. W&B trouble here is a warning, never an error: the run has completed."""
     if not isinstance(logger, WandbLogger):
         return None
     info = wandb_info(logger)
     try:
         run = logger.experiment
-        for key, value in metrics.items():
+        for key, value in {**metrics, **(extra or {})}.items():
             run.summary[key] = value
         run.summary["result_json"] = str(result_path)
     except Exception as err:  # noqa: BLE001
@@ -186,11 +187,14 @@ def wandb_summary(logger: Logger | None, metrics: Mapping[str, float], result_pa
     return info
 
 
-def finish_wandb(logger: Logger | None, exit_code: int) -> None:
-    """Finish the logger's W&B run (``exit_code`` 1 marks it failed); never raises."""
+def finish_wandb(logger: Logger | None, exit_code: int, preempted: bool = False) -> None:
+    """Finish the logger's W&B run (``exit_code`` 1 marks it failed; ``preempted``: W&B shows it preempted,
+    and the resumed run continues the same id from ``wandb_id.txt``); never raises."""
     if not isinstance(logger, WandbLogger):
         return
     try:
+        if preempted:
+            logger.experiment.mark_preempting()
         logger.experiment.finish(exit_code=exit_code)
     except Exception as err:  # noqa: BLE001
         log.warning("W&B: could not finish the run (%s).", err)

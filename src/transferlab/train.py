@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from transferlab.errors import TransferlabError
 from transferlab.files import atomic_write
@@ -56,6 +58,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         redact_hydra_files()
     try:
         metrics = train(cfg)
+    except SIGTERMException:  # recorded as interrupted; exit as a process killed by SIGTERM (Lightning exits 0)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except TransferlabError as err:
         where = f"[rank {rank()}] " if rank() else ""
         print(f"transferlab: error: {where}{err}", file=sys.stderr)

@@ -211,4 +211,7 @@ def _metrics(num_classes: int) -> torchmetrics.MetricCollection:
     }
     if num_classes > 5:
         metrics["acc_top5"] = torchmetrics.classification.MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    return torchmetrics.MetricCollection(metrics)
+    # no compute groups: torchmetrics merges metrics whose states are equal after the first update, and after an
+    # all-correct first batch (common from a solved probe's head) it merged f1_macro with acc_top5, reporting
+    # 0.75 for an F1 of 0.58; under DDP ranks that merged differently deadlocked in the epoch-end sync (lp_ft)
+    return torchmetrics.MetricCollection(metrics, compute_groups=False)

@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _print_outcome(a: Analysis, n_problems: int, paths: ReportPaths, dirs: list[Path]) -> None:
+def _print_outcome(a: Analysis, counts: dict[str, int], paths: ReportPaths, dirs: list[Path]) -> None:
     if a.summary.empty:
         print(f"warning: none of the runs under {', '.join(map(str, dirs))} completed; "
               f"see the failures listed in {paths.md}.", file=sys.stderr)
@@ -164,8 +164,9 @@ def _print_outcome(a: Analysis, n_problems: int, paths: ReportPaths, dirs: list[
         print_summary(a.summary)
         for line in findings(a.summary):
             print(f"- {line}")
-    if n_problems:
-        print(f"{n_problems} incomplete/failed/duplicate record(s); see {paths.md}")
+    if any(counts.values()):
+        print(f"{counts['failed']} failed/unreadable, {counts['pending']} interrupted or running (pending), "
+              f"{counts['duplicate']} duplicate record(s); see {paths.md}")
     for path in (paths.csv, paths.md, paths.png, paths.sensitivity, paths.freeze_depth):
         if path is not None:
             print(f"wrote {path}")
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     paths = write_outputs(found, analysis, args.dirs, out)
-    _print_outcome(analysis, len(found.problems()), paths, args.dirs)
+    _print_outcome(analysis, found.problem_counts(), paths, args.dirs)
     if args.wandb_project and not analysis.summary.empty:
         images = {"learning_curve": paths.png, "sensitivity": paths.sensitivity, "freeze_depth": paths.freeze_depth}
         log_report_to_wandb(analysis.summary, paths.png, args.wandb_project, args.wandb_group,

@@ -17,10 +17,20 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab.record import RESULT_FILE, TEST_ACC, RecordError, RunRecord, load_record
+from transferlab.record import RESULT_FILE, TEST_ACC, RecordError, RunRecord, Status, load_record
 
 COMPLETED, PROBLEM, DUPLICATE = "completed", "problem", "duplicate"
 UNPARSEABLE = "unparseable"  # the status shown for a file that is not a record
+#: not failures: runs stopped by a signal (preemption, requeue, time limit) or still going; they resume
+PENDING = (Status.INTERRUPTED.value, Status.RUNNING.value)
+
+
+def count_problems(problems: list[dict[str, str]]) -> dict[str, int]:
+    """How many of :meth:`Scan.problems` are ``pending`` (interrupted or running), ``failed`` (failed or
+    unreadable) and ``duplicate``."""
+    n_dup = sum(p["status"] == DUPLICATE for p in problems)
+    n_pending = sum(p["status"] in PENDING for p in problems)
+    return {"pending": n_pending, "failed": len(problems) - n_dup - n_pending, "duplicate": n_dup}
 
 
 @dataclass
@@ -69,6 +79,11 @@ class Scan:
         """``{"path", "status", "error"}`` per entry not averaged; status ``duplicate`` for duplicates."""
         return [{"path": e.path, "status": DUPLICATE if e.kind == DUPLICATE else e.status, "error": e.note}
                 for e in self.entries if e.kind != COMPLETED]
+
+    def problem_counts(self) -> dict[str, int]:
+        """How many entries were not averaged: ``pending`` (interrupted or running), ``failed`` (failed or
+        unreadable) and ``duplicate``."""
+        return count_problems(self.problems())
 
     def frame(self) -> pd.DataFrame:
         """All files found (every status), flattened: the rows of ``results.csv``."""

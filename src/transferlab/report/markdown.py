@@ -11,9 +11,9 @@ import pandas as pd
 
 from transferlab.record import DataSize
 from transferlab.report.findings import CLAIM_RULE, POWER_NOTE, combo_findings, findings
-from transferlab.report.load import DUPLICATE, first_line
+from transferlab.report.load import PENDING, count_problems, first_line
 from transferlab.report.recommend import RECOMMEND_RULE, answer_rows, answers
-from transferlab.report.selection import PENDING_STATUSES, Selection
+from transferlab.report.selection import Selection
 from transferlab.report.stats import fmt_ms
 from transferlab.report.summary import SCRATCH, combos
 from transferlab.report.views import CELL_LEGEND, DEPTH_COLUMN, LR_COLUMN, depth_strategies, view_rows
@@ -25,10 +25,22 @@ CAPTION = (
     "experiment, dataset, backbone and head."
 )
 
+L2_CAPTION = (
+    "*Probe L2* is the strength λ the L-BFGS linear probe chose on the validation split (it minimises "
+    "mean cross-entropy + λ/2·‖W‖²; scikit-learn's C = 1/(λ·n_train))."
+)
+
 
 def _fmt_size(kind: str, size: float, mixed: bool) -> str:
     v = f"{size:g}"
     return f"{kind}={v}" if mixed else v
+
+
+def fmt_l2(median: float, low: float, high: float) -> str:
+    """The chosen L2 strength over seeds: ``1e-03``, or ``3.2e-04 [1.0e-04, 1.0e-03]`` when seeds differ."""
+    if pd.isna(median):
+        return "-"
+    return f"{median:.1e}" if low == high else f"{median:.1e} [{low:.1e}, {high:.1e}]"
 
 
 def _table_row(r: pd.Series, mixed: bool) -> list[str]:
@@ -62,7 +74,12 @@ def table_rows(sub: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     header = ["strategy", size_header, "n_train (mean)", "test acc (mean ± std)", "test acc 95% CI",
               "test macro-F1 (mean ± std)", "n runs", "trainable params", "train time (mean s)"]
     header += SELECTION_HEADER if "val_mean" in sub.columns else []
-    return header, [_table_row(r, mixed) for _, r in sub.iterrows()]
+    rows = [_table_row(r, mixed) for _, r in sub.iterrows()]
+    if "l2_median" in sub and sub["l2_median"].notna().any():  # an L-BFGS probe ran: the L2 it chose on val
+        header.append("probe L2 (median, min–max over seeds)")  # no [letters]: rich reads them as markup
+        for row, (_, r) in zip(rows, sub.iterrows()):
+            row.append(fmt_l2(r["l2_median"], r["l2_min"], r["l2_max"]))
+    return header, rows
 
 
 def _md_cell(s: Any) -> str:
@@ -99,16 +116,14 @@ def _answer_section(c: ReportContent) -> list[str]:
 
 
 def _counts_line(c: ReportContent) -> str:
-    n_dup = sum(p["status"] == DUPLICATE for p in c.problems)
-    n_pending = sum(p["status"] in PENDING_STATUSES for p in c.problems)
-    n_bad = len(c.problems) - n_dup - n_pending
+    counts = count_problems(c.problems)
     frame = c.selection.frame
     n_done = int(frame["counted"].astype(bool).sum()) if not frame.empty else 0
     n_sel = len(c.selection.selected)
     return (f"{c.n_files} result file(s) found: {n_sel} completed run(s) averaged (the configuration selected "
             f"on `{c.selection.metric}` in each cell; {n_done - n_sel} other completed configuration(s) compared, "
-            f"not averaged), {n_bad} failed/unreadable, {n_pending} pending (running or interrupted), "
-            f"{n_dup} duplicate(s) ignored.")
+            f"not averaged), {counts['pending']} interrupted or running (pending: they resume when "
+            f"run again), {counts['failed']} failed/unreadable, {counts['duplicate']} duplicate(s) ignored.")
 
 
 def _results_section(c: ReportContent, groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
@@ -118,7 +133,8 @@ def _results_section(c: ReportContent, groups: list[tuple[str, pd.DataFrame]]) -
     for label, sub in groups:
         md += [f"### {label}", ""] if len(groups) > 1 else [f"Combination: {label}.", ""]
         md += [md_table(*table_rows(sub)), ""]
-    return md + [CAPTION, ""]
+    probed = any("l2_median" in sub and sub["l2_median"].notna().any() for _, sub in groups)
+    return md + [CAPTION + (f" {L2_CAPTION}" if probed else ""), ""]
 
 
 def _view_section(title: str, text: str, view: pd.DataFrame, column: str, png: str | None) -> list[str]:
@@ -177,11 +193,11 @@ def _problems_section(problems: list[dict[str, str]], cells: pd.DataFrame) -> li
             md += [text, "", _cells_table(sub), ""]
     if not problems:
         return md + ["None.", ""]
-    n_dup = sum(p["status"] == DUPLICATE for p in problems)
+    n_dup = count_problems(problems)["duplicate"]
     if n_dup:
         md += [f"{n_dup} duplicate record(s) share a `config_hash` with a newer record; "
                "each configuration is counted once (the newest by file mtime).", ""]
-    rows = [[f"`{p['path']}`", f"{p['status']} (pending)" if p["status"] in PENDING_STATUSES else p["status"],
+    rows = [[f"`{p['path']}`", f"{p['status']} (pending)" if p["status"] in PENDING else p["status"],
              first_line(p["error"])] for p in problems]
     return md + [md_table(["path", "status", "error"], rows), ""]
 

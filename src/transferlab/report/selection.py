@@ -23,18 +23,16 @@ import pandas as pd
 
 from transferlab.record import Status
 from transferlab.report.load import Scan
-from transferlab.report.summary import COMBO_KEYS, Extra, combo_columns
+from transferlab.report.summary import COMBO_KEYS, PROBE_L2, Extra, combo_columns
 
 DEFAULT_METRIC = "val/acc_best"
 LR, BACKBONE_LR_SCALE, DEPTH = "optimizer.lr", "strategy.backbone_lr_scale", "strategy.unfreeze_top_k"
 #: a run's cell: the configurations inside one cell compete, one of them is selected. ``solo`` is the path of
 #: a record without hparams (a cell of its own) and "" for the others
 CELL: tuple[str, ...] = (*COMBO_KEYS, "strategy", "size_kind", "size", "seed", "solo")
-#: values a run chose for itself (an inner loop, e.g. the convex probe's L2 strength), shown next to the
-#: selected hyperparameters: (flattened result.json column, label). Empty until such a record field lands
-#: on main; add its column here (e.g. ("probe.l2", "l2")) and the report shows it.
-INNER_CHOICES: tuple[tuple[str, str], ...] = ()
-PENDING_STATUSES = (Status.RUNNING.value, Status.INTERRUPTED.value)
+#: values a run chose for itself (an inner loop: the L-BFGS probe's L2 strength), shown next to the
+#: selected hyperparameters: (flattened result.json column, label)
+INNER_CHOICES: tuple[tuple[str, str], ...] = ((PROBE_L2, "l2"),)
 
 SELECTION_RULE = (
     "In each cell (combination, strategy, training-set size, seed) the configuration with the {best} "

@@ -31,7 +31,13 @@ SUMMARY_COLUMNS: list[str] = [
     "n_runs",
     "trainable_params",
     "train_time_s",
+    "l2_median",
+    "l2_min",
+    "l2_max",
 ]
+
+#: the L2 strength the L-BFGS probe chose (``result.json``'s ``probe.l2``, flattened)
+PROBE_L2 = "probe.l2"
 
 _MEANS = ((TEST_ACC, "acc"), (TEST_F1, "f1"), ("n_train", "n_train"),
           ("trainable_params", "trainable_params"), ("train_time_s", "train_time_s"))
@@ -82,7 +88,7 @@ def combo_columns(df: pd.DataFrame) -> pd.DataFrame:
 def _work_frame(df: pd.DataFrame, passthrough: Sequence[str]) -> pd.DataFrame:
     """The columns summarize needs, one row per run: combination keys as text, sizes, numbers, and ``passthrough``."""
     work = combo_columns(df)
-    for src, dst in _MEANS:
+    for src, dst in (*_MEANS, (PROBE_L2, "l2")):
         work[dst] = pd.to_numeric(df[src], errors="coerce") if src in df else np.nan
     for col in passthrough:
         work[col] = df[col] if col in df else np.nan
@@ -99,8 +105,9 @@ def summarize(df: pd.DataFrame, by: Sequence[str] = (), extra: Mapping[str, Extr
 
     Columns are :data:`SUMMARY_COLUMNS` (then ``by``, then ``extra``'s names); ``acc_*`` refer to
     ``test/acc`` (sample std, two-sided 95% Student-t interval, NaN when n = 1), ``f1_*`` to
-    ``test/f1_macro``; n_train, trainable_params and train_time_s are means; ``extra`` maps a column
-    name to (input column, reducer of a group's values). Rows are sorted by combination, size,
+    ``test/f1_macro``; n_train, trainable_params and train_time_s are means; ``l2_*`` the median, min
+    and max over seeds of the L2 strength an L-BFGS probe chose (NaN for other runs); ``extra`` maps a
+    column name to (input column, reducer of a group's values). Rows are sorted by combination, size,
     ``by``, strategy. Scratch runs are shared as the baseline across the ``weights`` values of the
     transfer runs they go with.
     """
@@ -122,6 +129,7 @@ def summarize(df: pd.DataFrame, by: Sequence[str] = (), extra: Mapping[str, Extr
             "n_runs": int(len(g)),
             "trainable_params": g["trainable_params"].mean(),
             "train_time_s": g["train_time_s"].mean(),
+            "l2_median": g["l2"].median(), "l2_min": g["l2"].min(), "l2_max": g["l2"].max(),
             **{name: reduce(g[src]) for name, (src, reduce) in extra.items()},
         })
     out = pd.DataFrame(rows, columns=columns)

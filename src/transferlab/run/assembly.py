@@ -30,6 +30,7 @@ from transferlab.model.backbone import check_model_name, data_config
 from transferlab.model.module import TransferModule
 from transferlab.redaction import redact
 from transferlab.run.context import cache_dir
+from transferlab.run.probing import resolve_solver
 from transferlab.run.trainer import autocast_dtype, budget_steps, device_of, epoch_passes, planned_epochs
 from transferlab.strategies.base import FreezePolicy
 from transferlab.strategies.registry import build_policy
@@ -60,9 +61,26 @@ class Run:
     weights: str | None
     n_train: int
     selection: dict[str, Any] | None = None  # the exact training examples (train_indices.json)
-    features_cached: bool = False  # whether some epochs train on cached features
+    features_cached: bool = False  # whether some epochs train (or the head is solved) on cached features
     feature_cache_hit: bool = False
     feature_time_s: float = 0.0
+    features: dict[str, Any] | None = None  # the cached features of every split (what the solver reads)
+    train_indices: np.ndarray | None = None
+
+    @property
+    def staged(self) -> bool:
+        """Whether the data switches from cached features to images between epochs."""
+        return isinstance(self.datamodule, StagedDataModule)
+
+    @property
+    def solves_head(self) -> bool:
+        """Whether the head is solved by L-BFGS on the cached features (``strategy.solver``)."""
+        return bool(getattr(self.policy, "solves_head", False))
+
+    @property
+    def solved_epochs(self) -> int:
+        """Leading epochs of the budget the solve replaced (lp_ft's probing epochs): the Trainer runs the rest."""
+        return int(getattr(self.policy, "solved_epochs", 0))
 
 
 def plain(node: Any) -> dict[str, Any]:
@@ -75,6 +93,7 @@ def plain(node: Any) -> dict[str, Any]:
 def plan_run(cfg: DictConfig) -> RunPlan:
     """The cheap checks, before anything slow: strategy, backbone name, batch size, dataset, subset, budget."""
     policy = build_policy(plain(cfg.strategy))
+    resolve_solver(cfg, policy)
     check_model_name(cfg.backbone.name)
     if int(cfg.dataset.batch_size) < 1:
         raise ConfigError(f"dataset.batch_size={cfg.dataset.batch_size} must be ≥ 1 (e.g. 64).")
@@ -174,14 +193,17 @@ def assemble(cfg: DictConfig, plan: RunPlan, weights: str | None) -> Run:
     preprocess = data_config(module.backbone, cfg.dataset.get("input_size"), cfg.dataset.get("crop_pct"))
     images = image_datamodule(cfg, plan, preprocess, augment)
     staged = staged_epochs(cfg, plan, module, augment, mixup)
-    use_cache = plan.policy.features_only or staged > 0
-    selection = train_selection(plan.splits, plan.train_indices, plan.dataset_cfg)
-    run = Run(module, images, plan.policy, weights, n_train=len(plan.train_indices), selection=selection, features_cached=use_cache)
-    if use_cache:
+    run = Run(module, images, plan.policy, weights, n_train=len(plan.train_indices), train_indices=plan.train_indices,
+              selection=train_selection(plan.splits, plan.train_indices, plan.dataset_cfg))
+    run.features_cached = plan.policy.features_only or staged > 0 or run.solves_head
+    if run.features_cached:
         start = time.perf_counter()
-        features, run.feature_cache_hit = _features(cfg, plan, module, images, preprocess, selection)
-        cached = TensorDataModule(features, plan.train_indices, **_loader_options(cfg, plan, decode_on_the_fly=False))
-        run.datamodule = cached if plan.policy.features_only else StagedDataModule(cached, images, staged)
+        run.features, run.feature_cache_hit = _features(cfg, plan, module, images, preprocess, run.selection)
+        cached = TensorDataModule(run.features, plan.train_indices, **_loader_options(cfg, plan, decode_on_the_fly=False))
+        if plan.policy.features_only:
+            run.datamodule = cached
+        elif staged:
+            run.datamodule = StagedDataModule(cached, images, staged)
         run.feature_time_s = time.perf_counter() - start
     return run
 

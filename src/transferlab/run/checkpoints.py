@@ -81,24 +81,58 @@ class LastCheckpoint(Callback):
 
     Without ``save_final`` a crash while testing costs at most ``every_s`` seconds of training, as anywhere
     else, and a short run does not pay for a full-state write it deletes unread (0.5 s of a 6 s study job).
+    With ``keep_latest_after_s`` (inside a SLURM job, where preemption is routine) the end of an epoch longer
+    than that which is not written is kept in memory instead, so :meth:`save_latest` can write the last
+    finished epoch when a signal stops the run mid-epoch (``run.preemption``; a shorter epoch is finished
+    instead). The copy costs 80 ms for resnet18 with AdamW state on this CPU (a file write 180 ms).
     """
 
-    def __init__(self, dirpath: Path, every_s: float = 0.0, save_final: bool = False) -> None:
+    def __init__(self, dirpath: Path, every_s: float = 0.0, save_final: bool = False,
+                 keep_latest_after_s: float | None = None) -> None:
         self.path = Path(dirpath) / LAST
         self.every_s = float(every_s)
         self.save_final = save_final
-        self._saved_at = time.monotonic()
+        self.keep_latest_after_s = keep_latest_after_s
+        self._latest: dict[str, Any] | None = None
+        self._saved_at = self._epoch_started = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started = time.monotonic()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         final = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
+        long_epoch = self.keep_latest_after_s is not None and time.monotonic() - self._epoch_started > self.keep_latest_after_s
         if (final and self.save_final) or time.monotonic() - self._saved_at >= self.every_s:
             self.save(trainer)
+        elif long_epoch:  # what save() would write now, copied: training goes on changing the tensors
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint()
+            self._latest = _cpu_copy(checkpoint) if trainer.is_global_zero else None
+
+    def save_latest(self, trainer: pl.Trainer) -> None:
+        """Write the last finished epoch kept in memory, if it is newer than ``last.ckpt`` (rank 0)."""
+        if self._latest is not None and trainer.is_global_zero:
+            trainer.strategy.checkpoint_io.save_checkpoint(self._latest, self.path)
+            self._latest = None
 
     def save(self, trainer: pl.Trainer) -> None:
         """Atomic through the trainer's checkpoint IO (``reproducible.SafeCheckpointIO``): a kill during the
         write leaves the previous ``last.ckpt`` intact."""
         trainer.save_checkpoint(str(self.path))
+        self._latest = None
         self._saved_at = time.monotonic()
+
+
+def _cpu_copy(value: Any) -> Any:
+    """``value`` with every tensor copied to the CPU (dicts, lists and tuples walked)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, Mapping):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cpu_copy(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_cpu_copy(v) for v in value)
+    return value
 
 
 

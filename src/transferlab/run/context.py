@@ -31,6 +31,11 @@ def rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", 0))))
 
 
+def in_slurm_job() -> bool:
+    """Whether this process runs inside a SLURM job (where preemption and time limits are routine)."""
+    return "SLURM_JOB_ID" in os.environ
+
+
 def cache_dir(cfg: DictConfig) -> Path:
     """The shared cache folder (feature cache, source weights): ``paths.cache_dir``."""
     return Path(cfg.paths.cache_dir).expanduser().resolve()

@@ -45,6 +45,11 @@ class DistributedSync(pl.Callback):
         self._broadcast_buffers(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Raise when the parameters differ across ranks (after training, or after every rank solved the same
+        probe); sets ``in_sync``. Nothing to check on one device."""
         self.world_size = trainer.world_size
         if trainer.world_size <= 1:
             return

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import socket
@@ -19,16 +20,18 @@ from omegaconf import DictConfig
 
 from transferlab import __version__
 from transferlab.errors import ConfigError
-from transferlab.files import read_json, write_json_atomic
+from transferlab.files import file_lock, read_json, write_json_atomic
 from transferlab.identity import config_hash, resolved
 from transferlab.record import RESULT_FILE, RunRecord, Status, is_completed, read_record, write_record
 from transferlab.redaction import redact, redacted_argv
 from transferlab.run.assembly import Run, assemble, plain, plan_run
 from transferlab.run.checkpoints import BEST, LAST, BestWeights, LastCheckpoint, check_checkpoint_fits
-from transferlab.run.context import output_dir, rank
+from transferlab.run.context import in_slurm_job, output_dir, rank
 from transferlab.run.distributed import DistributedSync
+from transferlab.run.preemption import RunInterrupted, SignalStop, describe_interruption, is_interruption
+from transferlab.run.probing import solve_head, wandb_entries
 from transferlab.run.source import resolve_weights
-from transferlab.run.trainer import intra_op_threads, make_trainer
+from transferlab.run.trainer import device_of, intra_op_threads, make_trainer
 from transferlab.tracking import build_logger, finish_wandb, wandb_info, wandb_summary
 
 log = logging.getLogger("transferlab")
@@ -37,6 +40,8 @@ log = logging.getLogger("transferlab")
 TRAIN_INDICES_FILE = "train_indices.json"
 #: the config hash the checkpoints in ``checkpoints/`` belong to
 STATE_FILE = "run_state.json"
+#: held (``files.file_lock``) by the process that runs the run in this folder
+RUN_LOCK = ".run.lock"
 
 # Frozen blocks are in eval mode on purpose (their BatchNorm statistics must not move).
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
@@ -82,10 +87,18 @@ def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
     """Run one config end to end; write ``result.json``; return the final metrics.
 
     A completed run of the same config in ``out_dir`` is not run again; an interrupted one resumes from
-    its last checkpoint. A failure writes a ``failed`` record with the error, then re-raises.
+    its last checkpoint. A failure writes a ``failed`` record with the error, a signal or Ctrl-C an
+    ``interrupted`` one (``run.preemption``), then it re-raises.
     """
     out_dir = Path(out_dir) if out_dir is not None else output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # one process per run folder: a second one (two sweep workers given the same trial, a job still running
+    # when its stale trial is retried) waits, then finds the run completed. DDP ranks > 0 share rank 0's run.
+    with file_lock(out_dir / RUN_LOCK) if rank() == 0 else contextlib.nullcontext():
+        return _train_once(cfg, out_dir)
+
+
+def _train_once(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     cfg_hash = config_hash(cfg)
     done = is_completed(out_dir, cfg_hash)
     if done is not None:
@@ -102,10 +115,20 @@ def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
         return _train(cfg, out_dir, record)
     except BaseException as err:
         if rank() == 0:
-            record.status, record.error = Status.FAILED, f"{type(err).__name__}: {err}"
-            record.traceback = traceback.format_exc(limit=8)
-            write_record(out_dir, record)
+            _record_end(out_dir, record, err)
+        if isinstance(err, RunInterrupted):
+            err.hand_over()  # the launcher's requeue (submitit's handler), now that last.ckpt and the record are written
         raise
+
+
+def _record_end(out_dir: Path, record: RunRecord, err: BaseException) -> None:
+    """Write the record of a run that did not complete: ``interrupted`` (it resumes) or ``failed``."""
+    if is_interruption(err):
+        record.status, record.error = Status.INTERRUPTED, describe_interruption(err)
+    else:
+        record.status, record.error = Status.FAILED, f"{type(err).__name__}: {err}"
+        record.traceback = traceback.format_exc(limit=8)
+    write_record(out_dir, record)
 
 
 def _train(cfg: DictConfig, out_dir: Path, record: RunRecord) -> dict[str, float]:
@@ -124,8 +147,9 @@ def _train(cfg: DictConfig, out_dir: Path, record: RunRecord) -> dict[str, float
     record.wandb = wandb_info(logger)
     try:
         return _fit_and_test(cfg, out_dir, record, run, logger)
-    except BaseException:
-        finish_wandb(logger, exit_code=1)  # never left active: the next job of a multirun gets its own W&B run
+    except BaseException as err:
+        # never left active: the next job of a multirun gets its own W&B run (a resumed one continues this id)
+        finish_wandb(logger, exit_code=1, preempted=is_interruption(err))
         raise
 
 
@@ -153,30 +177,57 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     best = BestWeights(cfg.monitor, cfg.monitor_mode)
     keep = bool(cfg.get("keep_checkpoints", False))
-    last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=keep)
-    ddp = DistributedSync()
-    staged = run.features_cached and not run.policy.features_only
-    trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, ddp], logger, n_train=run.n_train, checkpoints=False,
-                           reload_dataloaders=staged)
+    finish_s = float(cfg.get("signal_finish_epoch_s") or 0)
+    last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=keep,
+                               keep_latest_after_s=finish_s if in_slurm_job() else None)
+    ddp, stop = DistributedSync(), SignalStop(last_ckpt, finish_epoch_s=finish_s)
+    trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, ddp, stop], logger, n_train=run.n_train,
+                           checkpoints=False, reload_dataloaders=run.staged, solved_epochs=run.solved_epochs)
     record.resumed_from = _resume_point(run, ckpt_dir / LAST, record)
     start = time.perf_counter()
     with intra_op_threads(1 if run.policy.features_only else None):
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=record.resumed_from, weights_only=True)
-        train_time = time.perf_counter() - start + run.feature_time_s
-        best.restore(run.module)  # test the weights of the best validation epoch
-        tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+        try:
+            fitted = _solve_and_fit(cfg, record, run, trainer)
+            train_time = time.perf_counter() - start + run.feature_time_s
+            best.restore(run.module)  # test the weights of the best validation epoch
+            best_score = best.best_score if fitted else _validate(trainer, run, cfg.monitor, ddp)
+            tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
+        finally:
+            stop.close()
     metrics = {k: float(v) for k, v in tested[0].items()}
-    if best.best_score is not None:
-        metrics[f"{cfg.monitor}_best"] = best.best_score
+    if best_score is not None:
+        metrics[f"{cfg.monitor}_best"] = best_score
     if keep and trainer.is_global_zero:
         torch.save(run.module.state_dict(), ckpt_dir / BEST)
     _complete(record, run, trainer, ddp, metrics, train_time, out_dir)
     if trainer.is_global_zero:
-        record.wandb = wandb_summary(logger, metrics, out_dir / RESULT_FILE)
+        record.wandb = wandb_summary(logger, metrics, out_dir / RESULT_FILE, extra=wandb_entries(record.probe))
         write_record(out_dir, record)
         if not keep:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
     return metrics
+
+
+def _solve_and_fit(cfg: DictConfig, record: RunRecord, run: Run, trainer: Any) -> bool:
+    """Solve the head on the cached features (``strategy.solver=lbfgs``), then fit what is left to train;
+    whether the Trainer fitted (a solved linear probe has nothing left)."""
+    if run.solves_head:
+        record.probe = solve_head(run.module, run.features, run.train_indices, run.policy, device_of(cfg)).summary()
+        if run.policy.features_only:
+            run.policy.apply(run.module, epoch=0)  # what the run trained (the head), for its parameter counts
+            run.policy.counts_at_start = run.policy.parameter_counts(run.module)
+            return False
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=record.resumed_from, weights_only=True)
+    return True
+
+
+def _validate(trainer: Any, run: Run, monitor: str, ddp: DistributedSync) -> float | None:
+    """The monitored score of the head as it is (solved, nothing trained): one validation pass; under DDP
+    the ranks' solved heads are checked to be identical."""
+    validated = trainer.validate(run.module, datamodule=run.datamodule, verbose=False)
+    ddp.check(trainer, run.module)
+    value = validated[0].get(monitor) if validated else None
+    return None if value is None else float(value)
 
 
 def _complete(record: RunRecord, run: Run, trainer: Any, ddp: DistributedSync, metrics: dict[str, float],
@@ -184,11 +235,10 @@ def _complete(record: RunRecord, run: Run, trainer: Any, ddp: DistributedSync, m
     """Fill in what the finished run measured: metrics, parameter counts, time, epochs, cached epochs."""
     epochs = int(trainer.current_epoch)
     cached_epochs = 0
-    if run.features_cached:
-        staged = not run.policy.features_only
-        cached_epochs = min(run.datamodule.feature_epochs, epochs) if staged else epochs
-        if staged and trainer.world_size > 1:
-            cached_epochs = 0  # StagedDataModule serves images under DDP
+    if run.staged:
+        cached_epochs = min(run.datamodule.feature_epochs, epochs) if trainer.world_size == 1 else 0  # images under DDP
+    elif run.features_cached and run.policy.features_only:
+        cached_epochs = epochs
     if trainer.world_size > 1:
         record.world_size, record.ranks_in_sync, record.ddp_mask_mode = trainer.world_size, ddp.in_sync, run.policy.mask_mode
     record.trainable_params, record.total_params = run.policy.parameter_counts(run.module)
@@ -196,6 +246,6 @@ def _complete(record: RunRecord, run: Run, trainer: Any, ddp: DistributedSync, m
     record.status, record.metrics = Status.COMPLETED, metrics
     record.trainable_params_start = counts[0] if counts else None
     record.train_time_s, record.feature_time_s = round(train_time, 3), round(run.feature_time_s, 3)
-    record.epochs, record.steps = epochs, int(trainer.global_step)
-    record.features_cached, record.cached_feature_epochs = cached_epochs > 0, cached_epochs
+    record.epochs, record.steps, record.cached_feature_epochs = epochs, int(trainer.global_step), cached_epochs
+    record.features_cached = cached_epochs > 0 or run.solves_head
     record.weights_path, record.output_dir = run.weights, str(out_dir)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
@@ -100,17 +101,18 @@ def planned_epochs(cfg: DictConfig, n_train: int) -> int:
     return max(int(max_epochs), math.ceil(min_steps / steps_per_epoch)) if min_steps > 0 else int(max_epochs)
 
 
-def trainer_arguments(cfg: DictConfig, n_train: int, checkpoints: bool, reload_dataloaders: bool) -> dict[str, Any]:
+def trainer_arguments(cfg: DictConfig, n_train: int, checkpoints: bool, reload_dataloaders: bool, solved_epochs: int = 0) -> dict[str, Any]:
     """``cfg.trainer`` with the run's budget and the package's fixed choices filled in.
 
     The epochs come from the run's budget (``planned_epochs``); ``max_validations`` then spaces
-    validation out (every k-th epoch).
+    validation out (every k-th epoch). ``solved_epochs``: leading epochs of the budget that a solve
+    replaced (lp_ft's probe by L-BFGS).
     """
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
     by_budget = budget_steps(cfg.get("budget"), n_train) is not None
     if by_budget or (kwargs.get("max_epochs") and int(kwargs["max_epochs"]) > 0):
-        kwargs["max_epochs"] = planned_epochs(cfg, n_train)
+        kwargs["max_epochs"] = max(1, planned_epochs(cfg, n_train) - int(solved_epochs))
     if reload_dataloaders:  # StagedDataModule: from cached features to images
         kwargs["reload_dataloaders_every_n_epochs"] = 1
     max_validations = cfg.get("max_validations")
@@ -124,6 +126,8 @@ def trainer_arguments(cfg: DictConfig, n_train: int, checkpoints: bool, reload_d
         )
     # checkpoints are written atomically and read with weights_only=True (no pickled code runs)
     kwargs.setdefault("plugins", [SafeCheckpointIO()])
+    if SLURMEnvironment.detect():  # requeue is submitit's (run.preemption): Lightning's own would requeue a second time
+        kwargs["plugins"] = [*kwargs["plugins"], SLURMEnvironment(auto_requeue=False)]
     # the training sampler shards itself over DDP ranks (order fixed by seed and epoch); evaluation runs
     # the whole val/test split on every rank, so its metrics equal a single device's (no padded repeats)
     kwargs.setdefault("use_distributed_sampler", False)
@@ -138,9 +142,10 @@ def make_trainer(
     n_train: int,
     checkpoints: bool = True,
     reload_dataloaders: bool = False,
+    solved_epochs: int = 0,
 ) -> pl.Trainer:
     """A Lightning Trainer from ``cfg.trainer``; a bad argument is a ConfigError that names it."""
-    kwargs = trainer_arguments(cfg, n_train, checkpoints, reload_dataloaders)
+    kwargs = trainer_arguments(cfg, n_train, checkpoints, reload_dataloaders, solved_epochs)
     try:
         trainer = pl.Trainer(
             **kwargs, callbacks=callbacks, logger=logger if logger is not None else False, default_root_dir=str(out_dir)

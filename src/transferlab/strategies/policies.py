@@ -8,6 +8,7 @@ from typing import Any
 from transferlab.errors import ConfigError
 from transferlab.record import BASELINE_STRATEGY
 from transferlab.strategies.base import FreezePolicy
+from transferlab.strategies.solvable import SolvableHead
 
 
 class Scratch(FreezePolicy):
@@ -20,8 +21,9 @@ class Scratch(FreezePolicy):
         return n_blocks
 
 
-class LinearProbe(FreezePolicy):
-    """Feature extraction: the backbone is frozen and in eval mode; only the head trains."""
+class LinearProbe(SolvableHead, FreezePolicy):
+    """Feature extraction: the backbone is frozen and in eval mode; only the head trains (or is solved:
+    ``solver=lbfgs``)."""
 
     name = "linear_probe"
     frozen_backbone = True
@@ -75,8 +77,13 @@ class Gradual(FreezePolicy):
         return self.blocks_per_milestone * sum(1 for m in self.milestones if epoch >= m)
 
 
-class LpFt(FreezePolicy):
-    """LP-FT: ``lp_epochs`` of linear probing, then every block fine-tunes at the backbone's low LR."""
+class LpFt(SolvableHead, FreezePolicy):
+    """LP-FT: ``lp_epochs`` of linear probing, then every block fine-tunes at the backbone's low LR.
+
+    With ``solver=lbfgs`` the probe is solved on cached features instead (to convergence, L2 chosen on
+    validation) and the Trainer runs the fine-tuning epochs alone, from that head: as many as follow the
+    ``lp_epochs`` with ``sgd``.
+    """
 
     name = "lp_ft"
     static = False
@@ -89,5 +96,10 @@ class LpFt(FreezePolicy):
         if self.lp_epochs < 1:
             raise ConfigError(f"strategy.lp_epochs={self.lp_epochs} must be ≥ 1 (use strategy=finetune for 0).")
 
+    @property
+    def solved_epochs(self) -> int:
+        return self.lp_epochs if self.solves_head else 0
+
     def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
-        return 0 if epoch < self.lp_epochs else n_blocks
+        probe_epochs = 0 if self.solves_head else self.lp_epochs  # solved: the Trainer's epochs all fine-tune
+        return 0 if epoch < probe_epochs else n_blocks
