@@ -14,6 +14,7 @@ from transferlab.data.digits import digits_splits
 from transferlab.data.sampler import EpochSampler
 from transferlab.errors import ConfigError
 from transferlab.run.lifecycle import train
+from transferlab.run.source import source_config
 from transferlab.run.trainer import budget_steps, epoch_passes, planned_epochs
 
 TABLE = {"rule": "by_size", "table": [{"below": 100, "steps": 100}, {"below": 1000, "steps": 200}, {"below": None, "steps": 500}]}
@@ -41,6 +42,14 @@ def test_the_study_sizes_get_their_steps_in_packed_epochs(tmp_path: Path, n: int
     assert (epoch_passes(cfg, n), planned_epochs(cfg, n)) == (passes, epochs)
     steps = epochs * -(-passes * n // min(64, n))
     assert abs(steps - budget_steps(cfg.budget, n)) / budget_steps(cfg.budget, n) < 0.05
+
+
+def test_the_target_budget_never_reaches_the_source_task(tmp_path: Path) -> None:
+    """The source model trains ``source.max_epochs`` epochs whatever the target's budget (its cache key has no budget)."""
+    cfg = make_cfg(tmp_path, "budget=by_size", "min_train_steps=10000", "source.max_epochs=8")
+    src = source_config(cfg)
+    assert planned_epochs(src, 2880) == 8
+    assert planned_epochs(cfg, 2880) != 8  # the target run's own budget is steps by size
 
 
 def test_a_packed_epoch_is_several_passes_each_a_permutation_and_pass_zero_is_unchanged() -> None:
