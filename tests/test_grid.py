@@ -72,9 +72,9 @@ def test_the_grid_runs_as_independent_jobs_and_resumes(tmp_path: Path, launcher:
     sweep_dir = tmp_path / "runs" / "digits_transfer" / "fair_x_fraction"
     first = _train_cli(tmp_path, *args, OMP_NUM_THREADS="1")
     records = _records(sweep_dir)
-    assert len(records) == 3 + 1 and all(r["status"] == "completed" for r in records.values()), first.stdout[-2000:]
-    assert sorted(r["hparams"]["optimizer.lr"] for r in records.values() if r["strategy"] == "scratch") == [0.001, 0.003, 0.01]
-    assert "multirun of 4 jobs" in first.stdout
+    assert len(records) == 4 + 1 and all(r["status"] == "completed" for r in records.values()), first.stdout[-2000:]
+    assert sorted(r["hparams"]["optimizer.lr"] for r in records.values() if r["strategy"] == "scratch") == [0.001, 0.003, 0.01, 0.03]
+    assert "multirun of 5 jobs" in first.stdout
     lost = next(name for name, r in records.items() if r["hparams"]["optimizer.lr"] == 0.01)
     (sweep_dir / lost / "result.json").unlink()
     again = _train_cli(tmp_path, *args, OMP_NUM_THREADS="1")

@@ -258,6 +258,19 @@ def test_sensitivity_and_freeze_depth_figures_and_tables(tmp_path: Path) -> None
             "| 0.885 ± 0.007 · val 0.887 · 0/2 |") in depth
 
 
+def test_a_selection_at_the_grid_s_edge_is_flagged(tmp_path: Path) -> None:
+    """Most seeds picking the largest LR tried says the grid may stop short of the strategy's best."""
+    for seed in range(3):
+        for lr in LRS:
+            best = 0.01 if seed < 2 else 0.003  # scratch: the largest LR wins in 2 of 3 seeds
+            run(tmp_path, "scratch", seed, 0.8, 0.9 if lr == best else 0.8, lr=lr)
+            run(tmp_path, "finetune", seed, 0.8, 0.9 if lr == 0.003 else 0.8, lr=lr)  # the middle one wins
+    md = write_report([tmp_path], tmp_path / "out").md.read_text()
+    edge = md.split("**At the grid's edge.**", 1)[1].split("##", 1)[0]
+    assert "- scratch at fraction 0.1: lr=0.01, the grid's largest, was selected in 2 of 3 seeds" in edge
+    assert "finetune" not in edge
+
+
 def test_no_variation_draws_no_sensitivity_or_depth_figure(tmp_path: Path) -> None:
     for seed in range(2):
         run(tmp_path, "finetune", seed, 0.8, 0.8, lr=0.001, unfreeze_top_k=None)

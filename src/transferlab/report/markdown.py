@@ -16,7 +16,7 @@ from transferlab.report.recommend import RECOMMEND_RULE, answer_rows, answers
 from transferlab.report.selection import Selection
 from transferlab.report.stats import fmt_ms
 from transferlab.report.summary import SCRATCH, combos
-from transferlab.report.views import CELL_LEGEND, DEPTH_COLUMN, LR_COLUMN, depth_strategies, view_rows
+from transferlab.report.views import CELL_LEGEND, DEPTH_COLUMN, LR_COLUMN, depth_strategies, grid_edges, view_rows
 
 CAPTION = (
     "Std is the sample standard deviation over seeds; the 95% interval is the two-sided "
@@ -155,6 +155,8 @@ def _views(c: ReportContent) -> list[str]:
             "A test accuracy that falls at high LR is the pretrained features being destroyed (catastrophic "
             "forgetting); one that falls at low LR is under-training within the step budget. A strategy run at "
             "one LR is one point.", c.lr_view, LR_COLUMN, c.figures.get("sensitivity"))
+        edges = grid_edges(c.lr_view, LR_COLUMN)
+        md += (["**At the grid's edge.**", ""] + [f"- {line}" for line in edges] + [""]) if edges else []
     depth = depth_strategies(c.depth_view)
     if not depth.empty:
         md += _view_section(

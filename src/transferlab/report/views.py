@@ -50,6 +50,22 @@ def varies(view: pd.DataFrame, column: str) -> bool:
     return bool((view.groupby([*COMBO_KEYS, "strategy", "size_kind", "size"])[column].nunique() > 1).any())
 
 
+def grid_edges(view: pd.DataFrame, column: str) -> list[str]:
+    """Where most seeds selected the smallest or the largest value of ``column`` tried (of three or more): the
+    strategy's best may lie beyond the grid, so it may be compared below its best. One line per such cell."""
+    lines = []
+    for (_, strategy, kind, size), g in view.groupby(["experiment", "strategy", "size_kind", "size"], sort=True):
+        if g[column].nunique() < 3:
+            continue
+        for edge, value in (("smallest", g[column].min()), ("largest", g[column].max())):
+            at = g[g[column] == value].iloc[0]
+            if 2 * int(at["n_chosen"]) > int(g["n_chosen"].sum()):
+                lines.append(f"{strategy} at {DataSize(kind, float(size)).describe()}: {column}={value:g}, the grid's "
+                             f"{edge}, was selected in {int(at['n_chosen'])} of {int(g['n_chosen'].sum())} seeds; its "
+                             f"best may lie beyond the grid: extend it there.")
+    return lines
+
+
 def depth_strategies(view: pd.DataFrame) -> pd.DataFrame:
     """The rows of the (combination, strategy) pairs whose runs differ in the freeze depth."""
     if view.empty:
