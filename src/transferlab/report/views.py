@@ -54,7 +54,8 @@ def grid_edges(view: pd.DataFrame, column: str) -> list[str]:
     """Where most seeds selected the smallest or the largest value of ``column`` tried (of three or more): the
     strategy's best may lie beyond the grid, so it may be compared below its best. One line per such cell."""
     lines = []
-    for (_, strategy, kind, size), g in view.groupby(["experiment", "strategy", "size_kind", "size"], sort=True):
+    for key, g in view.groupby([*COMBO_KEYS, "strategy", "size_kind", "size"], sort=True):
+        strategy, kind, size = key[-3:]
         if g[column].nunique() < 3:
             continue
         for edge, value in (("smallest", g[column].min()), ("largest", g[column].max())):
