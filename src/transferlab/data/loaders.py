@@ -93,6 +93,12 @@ def keep_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return batch
 
 
+def train_batch_size(batch_size: int, n_train: int) -> int:
+    """The training batch: never more than the training set (a tiny set's packed epoch is then whole passes
+    per batch, as a one-pass epoch is one batch)."""
+    return min(int(batch_size), int(n_train))
+
+
 class SplitsDataModule(pl.LightningDataModule):
     """Loaders over three ready datasets (train, val, test).
 
@@ -123,9 +129,7 @@ class SplitsDataModule(pl.LightningDataModule):
         batched = isinstance(dataset, TensorDataset)  # preloaded images or cached features
         return DataLoader(
             BatchedTensors(*dataset.tensors) if batched else dataset,
-            # a training batch never holds more than the training set: with several passes per epoch
-            # (a tiny set) each batch is then one pass, as it is with one pass
-            batch_size=min(self.batch_size, len(dataset)) if shuffle else self.batch_size,
+            batch_size=train_batch_size(self.batch_size, len(dataset)) if shuffle else self.batch_size,
             collate_fn=keep_batch if batched else None,
             sampler=sampler,
             generator=sampler.generator if sampler is not None else None,

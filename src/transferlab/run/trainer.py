@@ -15,6 +15,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
+from transferlab.data.loaders import train_batch_size
 from transferlab.errors import ConfigError
 from transferlab.run.checkpoints import SafeCheckpointIO
 from transferlab.run.context import is_multirun
@@ -79,7 +80,7 @@ def epoch_passes(cfg: DictConfig, n_train: int) -> int:
     steps = budget_steps(budget, n_train)
     if steps is None:
         return 1
-    steps_per_pass = math.ceil(n_train / min(int(cfg.dataset.batch_size), n_train))
+    steps_per_pass = math.ceil(n_train / train_batch_size(cfg.dataset.batch_size, n_train))
     wanted = math.ceil(int(budget.get("epoch_steps") or 1) / steps_per_pass)
     return max(1, min(wanted, steps // steps_per_pass))  # never an epoch longer than the whole budget
 
@@ -89,8 +90,7 @@ def planned_epochs(cfg: DictConfig, n_train: int) -> int:
     ``budget=epochs``, ``trainer.max_epochs`` raised so a small training set still gets ``min_train_steps``
     optimizer steps. (-1 or null epochs: no limit; a large number stands in.)
     """
-    # a training batch never holds more than the training set (see SplitsDataModule), so passes never merge
-    steps_per_epoch = math.ceil(epoch_passes(cfg, n_train) * n_train / min(int(cfg.dataset.batch_size), n_train))
+    steps_per_epoch = math.ceil(epoch_passes(cfg, n_train) * n_train / train_batch_size(cfg.dataset.batch_size, n_train))
     steps = budget_steps(cfg.get("budget"), n_train)
     if steps is not None:
         return max(1, round(steps / steps_per_epoch))
