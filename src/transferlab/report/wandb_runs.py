@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 DEFAULT_PROJECT = "transferlab"  # conf/logger/wandb.yaml's default when $WANDB_PROJECT is unset
 
@@ -40,8 +41,6 @@ def _text(row: pd.Series, key: str) -> str | None:
 def _hydra_logger(row: pd.Series) -> dict[str, Any]:
     """``logger.project``/``entity`` of the run's Hydra config (``.hydra/config.yaml`` beside result.json)."""
     try:
-        from omegaconf import OmegaConf
-
         cfg = OmegaConf.load(Path(row["path"]).parent / ".hydra" / "config.yaml")
         return {k: OmegaConf.select(cfg, f"logger.{k}", default=None) for k in ("project", "entity")}
     except Exception:  # noqa: BLE001 - no config, or one that does not resolve: fall back to the default
