@@ -49,7 +49,7 @@ class Analysis:
     selection: Selection
     summary: pd.DataFrame  # the selected runs, summarised
     lr_view: pd.DataFrame
-    depth_view: pd.DataFrame
+    depth_view: pd.DataFrame  # only the (combination, strategy) pairs whose runs differ in depth
 
 
 def scan_results(dirs: list[Path]) -> Scan:
@@ -65,7 +65,7 @@ def analyse(found: Scan, metric: str = DEFAULT_METRIC, explicit: bool = False, h
     before anything is written."""
     sel = select_runs(found, metric, explicit, higher)
     summary = summarize(sel.selected, extra=summary_extras())
-    return Analysis(sel, summary, held_fixed(sel, LR_COLUMN), held_fixed(sel, DEPTH_COLUMN))
+    return Analysis(sel, summary, held_fixed(sel, LR_COLUMN), depth_strategies(held_fixed(sel, DEPTH_COLUMN)))
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -90,8 +90,8 @@ def write_outputs(found: Scan, analysis: Analysis, dirs: list[Path], out: Path) 
         png = plot_learning_curve(analysis.summary, out / "learning_curve.png")
     if varies(analysis.lr_view, LR_COLUMN):
         sens = plot_sensitivity(analysis.lr_view, out / "sensitivity.png")
-    if not depth_strategies(analysis.depth_view).empty:
-        depth = plot_freeze_depth(depth_strategies(analysis.depth_view), out / "freeze_depth.png")
+    if not analysis.depth_view.empty:
+        depth = plot_freeze_depth(analysis.depth_view, out / "freeze_depth.png")
     figures = {k: p.name for k, p in (("learning_curve", png), ("sensitivity", sens), ("freeze_depth", depth)) if p}
     content = ReportContent(analysis.summary, analysis.selection, analysis.lr_view, analysis.depth_view,
                             found.problems(), dirs, len(found.entries), figures)

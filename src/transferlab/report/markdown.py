@@ -16,7 +16,7 @@ from transferlab.report.recommend import RECOMMEND_RULE, answer_rows, answers
 from transferlab.report.selection import Selection
 from transferlab.report.stats import fmt_ms
 from transferlab.report.summary import SCRATCH, combos
-from transferlab.report.views import CELL_LEGEND, DEPTH_COLUMN, LR_COLUMN, depth_strategies, grid_edges, view_rows
+from transferlab.report.views import CELL_LEGEND, DEPTH_COLUMN, LR_COLUMN, grid_edges, view_rows
 
 CAPTION = (
     "Std is the sample standard deviation over seeds; the 95% interval is the two-sided "
@@ -101,7 +101,7 @@ class ReportContent:
     summary: pd.DataFrame  # summarize() of the selected runs
     selection: Selection
     lr_view: pd.DataFrame  # views.held_fixed(selection, "lr")
-    depth_view: pd.DataFrame  # views.held_fixed(selection, "depth")
+    depth_view: pd.DataFrame  # views.depth_strategies(views.held_fixed(selection, "depth"))
     problems: list[dict[str, str]]
     dirs: list[Path]
     n_files: int
@@ -157,14 +157,13 @@ def _views(c: ReportContent) -> list[str]:
             "one LR is one point.", c.lr_view, LR_COLUMN, c.figures.get("sensitivity"))
         edges = grid_edges(c.lr_view, LR_COLUMN)
         md += (["**At the grid's edge.**", ""] + [f"- {line}" for line in edges] + [""]) if edges else []
-    depth = depth_strategies(c.depth_view)
-    if not depth.empty:
+    if not c.depth_view.empty:
         md += _view_section(
             "How many top blocks to fine-tune",
             "`strategy.unfreeze_top_k` (`all`: null, every block trains); at each depth every seed's configuration "
             "(e.g. its LR) is selected on validation like any grid point; the figure shows the test accuracy, mean "
             "± std over seeds, one line per training-set size.",
-            depth, DEPTH_COLUMN, c.figures.get("freeze_depth"))
+            c.depth_view, DEPTH_COLUMN, c.figures.get("freeze_depth"))
     return md
 
 
