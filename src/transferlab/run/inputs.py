@@ -60,7 +60,7 @@ def what_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
         if before is None or now is None:
             out.append(f"{_where(key, now or before)} is {'read now' if before is None else 'no longer read'}")
         else:
-            out.extend(f"{_where(key, now)}: {change}" for change in changes(before, now))
+            out.append(f"{_where(key, now)}: {', '.join(changes(before, now))}")
     return out or ["the fingerprint of its data differs"]
 
 
