@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -244,7 +243,6 @@ def test_the_report_tells_a_killed_run_from_a_running_one(tmp_path: Path) -> Non
     pytest.param(["hydra/launcher=local", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"], id="submitit_local"),
 ])
 def test_a_multirun_with_a_failed_job_exits_1_after_every_job_ran(tmp_path: Path, launcher: list[str]) -> None:
-    start = time.monotonic()
     proc = _cli(tmp_path, tmp_path, "-m", *launcher, "backbone.name=test_resnet", "backbone.weights=null", "strategy=scratch",
                 "trainer.max_epochs=1", "dataset.fraction=7,0.05")  # the first job fails, the second runs
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -254,4 +252,3 @@ def test_a_multirun_with_a_failed_job_exits_1_after_every_job_ran(tmp_path: Path
     listing = proc.stderr[proc.stderr.index("1 job(s) of this multirun failed"):]
     assert "dataset.fraction=7," in listing and "dataset.fraction=7 must be in (0, 1]" in listing
     assert "Traceback" not in proc.stderr and not (sweep / ".failed_jobs").exists()
-    print(f"{launcher}: {time.monotonic() - start:.1f} s")
