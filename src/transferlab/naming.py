@@ -26,8 +26,8 @@ from omegaconf import OmegaConf
 
 from transferlab.identity import FOLDER_NAMING_KEYS, PATH_KEYS, RESULT_NEUTRAL_KEYS, absolute_path, digest, is_path
 
-#: the longest folder name, in bytes (file systems allow 255)
-MAX_NAME_BYTES = 200
+#: the longest folder name, in bytes (file systems allow 255; Hydra's names failed beyond it)
+MAX_NAME_BYTES = 240
 #: hex digits of the digests in a folder name
 SHORT = 8
 #: override keys that never name a folder
