@@ -21,12 +21,18 @@
 3. ``--study``: wall time of the default study (``transferlab-train -m experiment=digits_transfer
    sweep=strategy_x_fraction``) in a subprocess, with fresh run and cache folders.
 
+4. ``--fingerprint-files N``: seconds to fingerprint a generated folder (and a manifest) of N small files, the
+   step each run takes before its completed check; ``--multirun-overhead N``: what a run costs besides its
+   training inside a multirun of N tiny jobs (Hydra, the callbacks, the fingerprint and the start record).
+   ``--only-identity`` runs just these two.
+
 Writes ``benchmarks/results/<machine>.json`` and prints a table.
 
     python benchmarks/benchmark.py                       # CPU: resnet18, 32 px (a few minutes)
     python benchmarks/benchmark.py --device cuda         # GPU: resnet50, 224 px, bf16, channels_last,
                                                          #      synthetic data already on the device
     python benchmarks/benchmark.py --device cpu --model resnet18 --img-size 64 --steps 5 --skip-lp
+    python benchmarks/benchmark.py --only-identity --fingerprint-files 100000 --multirun-overhead 20 --machine cpu-2core-identity
 """
 
 from __future__ import annotations
@@ -57,8 +63,9 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from transferlab.data.registry import data_fingerprint  # noqa: E402
 from transferlab.identity import resolved  # noqa: E402
-from transferlab.record import read_record  # noqa: E402
+from transferlab.record import read_record, write_record  # noqa: E402
 from transferlab.run.checkpoints import BestWeights, LastCheckpoint  # noqa: E402
 from transferlab.run.context import cache_dir  # noqa: E402
 from transferlab.run.lifecycle import build_run, train  # noqa: E402
@@ -70,7 +77,10 @@ CONF = REPO / "conf"
 #: lp_speedup: SGD-probe train time through the backbone / L-BFGS-probe train time on the cache (its whole L2
 #: search); lp_solver_vs_extraction: that search's time / one backbone pass over the data; lp_acc_points: the
 #: test accuracy the L-BFGS probe may lose against the SGD one, in points
-TARGETS = {"throughput_ratio": 0.95, "lp_speedup": 50.0, "lp_solver_vs_extraction": 1.0, "lp_acc_points": 0.0, "study_s": 360.0}
+#: fingerprint_100k_s: seconds to fingerprint 100,000 files ("a few seconds"); run_overhead_s: what a run of a
+#: multirun costs besides its training (the data fingerprint and the start record included)
+TARGETS = {"throughput_ratio": 0.95, "lp_speedup": 50.0, "lp_solver_vs_extraction": 1.0, "lp_acc_points": 0.0, "study_s": 360.0,
+           "fingerprint_100k_s": 3.0, "run_overhead_s": 1.0}
 
 
 # ---- machine -------------------------------------------------------------------------------------
@@ -507,6 +517,92 @@ def study(work: Path, in_repo: bool = False) -> dict[str, Any]:
     }
 
 
+# ---- 4. a run's identity: the data fingerprint, and the per-run overhead inside a multirun ----------------
+def fingerprint_files(n_files: int, work: Path, repeats: int = 3) -> dict[str, Any]:
+    """Seconds to fingerprint a folder of ``n_files`` small files (100 class folders) and a manifest listing
+    them: the step every run takes before its completed check. The files were just written, so their
+    metadata is in the page cache (as for a folder a sweep's jobs fingerprint one after another)."""
+    root = work / "fingerprint" / "imgs"
+    per_class = max(1, n_files // 100)
+    rows = []
+    for i in range(n_files):
+        path = root / f"c{i // per_class:03d}" / f"{i:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89PNG" + i.to_bytes(4, "little") * 16)
+        rows.append(f"{path},c{i // per_class:03d}")
+    manifest = work / "fingerprint" / "labels.csv"
+    manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
+    out: dict[str, Any] = {"files": n_files, "classes": len({r.split(",")[1] for r in rows}), "repeats": repeats}
+    for kind, cfg in (("folder", {"kind": "folder", "root": str(root)}), ("manifest", {"kind": "manifest", "path": str(manifest)})):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fp = data_fingerprint(cfg)
+            times.append(time.perf_counter() - start)
+        assert sum(c["files"] for c in fp["classes"].values()) == n_files
+        out[f"{kind}_s"] = round(statistics.median(times), 3)
+        out[f"{kind}_s_all"] = [round(t, 3) for t in times]
+    return out
+
+
+def _multirun(work: Path, jobs: int, tag: str) -> dict[str, Any]:
+    """``transferlab-train -m`` of ``jobs`` tiny jobs (seeds) in a subprocess: its wall time and each job's own time."""
+    seeds = ",".join(str(s) for s in range(jobs))
+    cmd = [sys.executable, "-m", "transferlab.train", "-m", "backbone.name=test_resnet", "backbone.weights=null",
+           "strategy=scratch", "dataset.per_class=2", "trainer.max_epochs=1", "logger=none",
+           "trainer.enable_progress_bar=false", f"seed={seeds}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFERLAB_RUNS": str(work / "overhead-runs"),
+           "TRANSFERLAB_CACHE": str(work / "overhead-cache")}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark: the multirun ({tag}) failed: {proc.stderr[-2000:]}")
+    job_s = [float(m) for m in re.findall(r"job \d+ of \d+ done \(([\d.]+) s\)", proc.stdout)]
+    return {"jobs": jobs, "wall_s": round(wall, 2), "job_s_sum": round(sum(job_s), 2),
+            "skipped": proc.stdout.count("already completed") + proc.stderr.count("already completed")}
+
+
+def multirun_overhead(n_jobs: int, work: Path, repeats: int = 20) -> dict[str, Any]:
+    """What a run costs besides its training, inside a multirun of ``n_jobs`` tiny jobs (digits, 2 images per
+    class, test_resnet, 1 epoch): Hydra's composition and folder naming, the callbacks, and transferlab's
+    identity step (absolute paths, the data fingerprint, the hash, the completed check and the start record).
+
+    - ``per_job_outside_s``: a multirun's wall time less its start-up (a 1-job multirun of a completed job)
+      and less the jobs' own time (``job k of N done (… s)``), per job;
+    - ``skip_per_job_s``: the marginal cost of one completed job in a multirun ((wall of N skips - wall of 1
+      skip) / (N - 1)): everything a job costs before it would train;
+    - ``identity_step_s``: in this process, ``train()`` on a completed run (the real skip path) and the write
+      of a start record, medians of ``repeats``.
+    """
+    ran = _multirun(work, n_jobs, "run")
+    skipped = _multirun(work, n_jobs, "skip")
+    startup = _multirun(work, 1, "startup")
+    cfg = compose(["backbone.name=test_resnet", "backbone.weights=null", "strategy=scratch", "dataset.per_class=2",
+                   "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false",
+                   f"paths.cache_dir={work / 'overhead-cache'}"])
+    out = work / "identity-step"
+    train(cfg, out)
+    skip, record = [], read_record(out)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        train(cfg, out)
+        skip.append(time.perf_counter() - start)
+    write = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        write_record(out / "start", record)
+        write.append(time.perf_counter() - start)
+    return {
+        "run": ran, "skip": skipped, "startup": startup,
+        "per_job_outside_s": round((ran["wall_s"] - startup["wall_s"] - ran["job_s_sum"]) / n_jobs, 3),
+        "skip_per_job_s": round((skipped["wall_s"] - startup["wall_s"]) / max(1, n_jobs - 1), 3),
+        "job_s_mean": round(ran["job_s_sum"] / n_jobs, 3),
+        "identity_step_s": {"completed_skip_in_process": round(statistics.median(skip), 4),
+                            "start_record_write": round(statistics.median(write), 4)},
+    }
+
+
 # ---- report --------------------------------------------------------------------------------------
 def _lp_rows(lp: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """The linear-probe rows: L-BFGS on cached features (its whole L2 search) against SGD through the backbone."""
@@ -563,6 +659,21 @@ def table(result: dict[str, Any]) -> str:
             ok = "yes" if st["returncode"] == 0 and st["wall_s"] <= TARGETS["study_s"] else "NO"
             rows.append((f"default study wall s ({st['runs']} runs, rc {st['returncode']})", f"{st['wall_s']:.1f}", "", "",
                          f"<= {TARGETS['study_s']:.0f} {ok}"))
+    fp = result.get("fingerprint")
+    if fp:
+        goal = TARGETS["fingerprint_100k_s"] * fp["files"] / 100_000
+        for kind in ("folder", "manifest"):
+            ok = "yes" if fp[f"{kind}_s"] <= goal else "NO"
+            rows.append((f"fingerprint a {kind} of {fp['files']:,} files ({fp['classes']} classes) s", f"{fp[f'{kind}_s']:.2f}",
+                         "", "", f"<= {goal:.1f} {ok}"))
+    oh = result.get("multirun_overhead")
+    if oh:
+        for label, value in (("per run, outside the jobs", oh["per_job_outside_s"]), ("per completed run (skipped)", oh["skip_per_job_s"]),
+                             ("identity step in train() (skip path)", oh["identity_step_s"]["completed_skip_in_process"]),
+                             ("start record write", oh["identity_step_s"]["start_record_write"])):
+            ok = "yes" if value <= TARGETS["run_overhead_s"] else "NO"
+            rows.append((f"multirun of {oh['run']['jobs']} tiny jobs: {label} s", f"{value:.3f}", f"{oh['job_s_mean']:.2f} per job",
+                         "", f"<= {TARGETS['run_overhead_s']:.0f} {ok}"))
     header = ("benchmark", "transferlab", "reference", "ratio", "target")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
@@ -604,6 +715,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--study", action="store_true", help="also time the default study (minutes)")
     p.add_argument("--study-in-repo", action="store_true",
                    help="with --study: into the repository's runs/, cache and experiments/ (the committed report)")
+    p.add_argument("--fingerprint-files", type=int, default=0, metavar="N",
+                   help="time the data fingerprint of a generated folder (and manifest) of N small files, e.g. 100000")
+    p.add_argument("--multirun-overhead", type=int, default=0, metavar="N",
+                   help="time what a run costs besides training inside a multirun of N tiny jobs, e.g. 20")
+    p.add_argument("--only-identity", action="store_true",
+                   help="run only --fingerprint-files and --multirun-overhead (skip the throughput, LP and precision parts)")
     p.add_argument("--machine", help="results file name (default: cpu-<N>core or the GPU's name)")
     p.add_argument("--out", help="results JSON path (default: benchmarks/results/<machine>.json)")
     p.add_argument("--keep", action="store_true", help="keep the temporary run folders")
@@ -637,7 +754,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "targets": TARGETS,
     }
     work = Path(tempfile.mkdtemp(prefix="transferlab-bench-"))
+    if args.only_identity:
+        args.skip_precision = args.skip_throughput = args.skip_lp = True
     try:
+        if args.fingerprint_files:
+            print(f"data fingerprint of {args.fingerprint_files:,} files …", flush=True)
+            result["fingerprint"] = fingerprint_files(args.fingerprint_files, work)
+        if args.multirun_overhead:
+            print(f"per-run overhead in a multirun of {args.multirun_overhead} tiny jobs …", flush=True)
+            result["multirun_overhead"] = multirun_overhead(args.multirun_overhead, work)
         if device.type == "cpu" and not args.skip_precision:
             print("precision and layout: hand loop, 32-true / bf16-mixed x contiguous / channels_last …", flush=True)
             result["precision_layout"] = precision_layout(args, device)

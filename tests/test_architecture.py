@@ -1,5 +1,5 @@
 """The house rules, checked on the source: imports run one way, functions and modules stay short, and the
-one table of result-neutral keys is the one Hydra's folder names use."""
+one table of result-neutral keys is the one the run folder names use."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, ROOT, make_cfg
 from transferlab.identity import FOLDER_NAMING_KEYS, RESULT_NEUTRAL_KEYS, config_hash
+from transferlab.naming import run_folder_name
 
 PACKAGE = ROOT / "src" / "transferlab"
 MAX_FUNCTION_LINES = 60
@@ -125,13 +126,16 @@ def test_no_module_in_src_is_longer_than_400_lines() -> None:
     assert not long, f"split these modules: {long}"
 
 
-def test_hydra_folder_names_leave_out_exactly_the_result_neutral_keys() -> None:
+def test_run_folders_are_named_by_the_one_table_of_left_out_keys() -> None:
     config = OmegaConf.load(CONF / "config.yaml")
-    excluded = list(config.hydra.job.config.override_dirname.exclude_keys)
-    assert sorted(excluded) == sorted({*RESULT_NEUTRAL_KEYS, *FOLDER_NAMING_KEYS}), (
-        "conf/config.yaml's hydra.job.config.override_dirname.exclude_keys disagrees with "
-        "transferlab.identity.RESULT_NEUTRAL_KEYS + FOLDER_NAMING_KEYS"
-    )
+    resolver = "${tl.run_folder:${hydra:overrides.task},${hydra:runtime.cwd}}"
+    hydra = OmegaConf.to_container(config.hydra, resolve=False)
+    assert hydra["sweep"]["subdir"] == resolver and hydra["run"]["dir"].endswith("/" + resolver)
+    assert "override_dirname" not in str(OmegaConf.to_yaml(config.hydra)), "a second table of excluded keys"
+    for key in {*RESULT_NEUTRAL_KEYS, *FOLDER_NAMING_KEYS}:
+        assert run_folder_name([f"{key}=7", "seed=1"], "/x") == "seed=1", key
+        assert run_folder_name([f"++{key}=7", "seed=1"], "/x") == "seed=1", key
+    assert run_folder_name(["optimizer.lr=0.1", "dataset.batch_size=7"], "/x") == "dataset.batch_size=7,optimizer.lr=0.1"
 
 
 @pytest.mark.parametrize("key", [k for k in RESULT_NEUTRAL_KEYS if k.count(".") == 1 and not k.startswith(("logger", "paths"))])
@@ -140,11 +144,12 @@ def test_a_result_neutral_key_leaves_the_config_hash_alone(tmp_path: Path, key: 
     value = OmegaConf.select(base, key)
     changed = make_cfg(tmp_path, f"++{key}={'true' if isinstance(value, bool) and not value else 7}")
     assert OmegaConf.select(changed, key) != value
-    assert config_hash(changed) == config_hash(base)
+    assert config_hash(changed, None) == config_hash(base, None)
 
 
 def test_any_other_key_changes_the_config_hash(tmp_path: Path) -> None:
-    base = config_hash(make_cfg(tmp_path))
-    assert config_hash(make_cfg(tmp_path, "optimizer.lr=0.123")) != base
-    assert config_hash(make_cfg(tmp_path, "dataset.batch_size=7")) != base
-    assert config_hash(make_cfg(tmp_path, "logger=wandb")) == base
+    base = config_hash(make_cfg(tmp_path), None)
+    assert config_hash(make_cfg(tmp_path, "optimizer.lr=0.123"), None) != base
+    assert config_hash(make_cfg(tmp_path, "dataset.batch_size=7"), None) != base
+    assert config_hash(make_cfg(tmp_path, "logger=wandb"), None) == base
+    assert config_hash(make_cfg(tmp_path), "data-a") != config_hash(make_cfg(tmp_path), "data-b") != base

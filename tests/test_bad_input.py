@@ -23,6 +23,7 @@ from transferlab.errors import ConfigError, DataError, TrainingDiverged, Transfe
 from transferlab.model.module import TransferModule
 from transferlab.files import write_json_atomic
 from transferlab.identity import config_hash
+from transferlab.run.inputs import inputs_fingerprint
 from transferlab.run.lifecycle import train
 
 BASE = ["backbone.name=test_resnet", "backbone.weights=null"]
@@ -168,7 +169,7 @@ def test_bad_resume_checkpoint_gets_a_clear_error(tmp_path: Path, make: Callable
     cfg = make_cfg(tmp_path, *BASE, "strategy=scratch", "dataset.fraction=0.1")
     out, marker = tmp_path / "run", tmp_path / "pickled-code-ran"
     (out / "checkpoints").mkdir(parents=True)
-    write_json_atomic(out / "run_state.json", {"config_hash": config_hash(cfg)})
+    write_json_atomic(out / "run_state.json", {"config_hash": config_hash(cfg, inputs_fingerprint(cfg)["digest"])})
     make(out / "checkpoints" / "last.ckpt", marker)
     with pytest.raises(WeightsError, match=pattern):
         train(cfg, out)

@@ -154,8 +154,12 @@ def test_bad_input_never_loses_a_finished_result(folder_run, tmp_path):
 
     before = (folder_run.out / "result.json").read_text()
     bad = compose(run_overrides(tmp_path, "dataset=folder", f"dataset.root={tmp_path / 'nowhere'}"))
-    with pytest.raises(ConfigError, match="completed run of another config"):
+    with pytest.raises(DataError, match="nowhere"):  # found by the data fingerprint, before the completed check
         train(bad, out_dir=folder_run.out)
+    assert (folder_run.out / "result.json").read_text() == before
+    other = compose(run_overrides(tmp_path, "dataset=folder", f"dataset.root={folder_run.root}", "seed=5"))
+    with pytest.raises(ConfigError, match="completed run of another config"):
+        train(other, out_dir=folder_run.out)
     assert (folder_run.out / "result.json").read_text() == before
     with pytest.raises(DataError, match="nowhere"):
         train(bad, out_dir=tmp_path / "fresh")

@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from conftest import read_result
 from test_sweeps import TINY, _env, _results, _train_cli
 
 SWEEP = ["-m", "experiment=digits_transfer", "sweep=optuna_lr", "dataset.fraction=0.2", *TINY,
@@ -41,6 +42,11 @@ def _complete(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.Froze
     return [t for t in trials if t.state is optuna.trial.TrialState.COMPLETE]
 
 
+def _completed(sweep_dir: Path) -> list[Path]:
+    """The result.json files of completed trials (a trial's record says running from its start)."""
+    return [p for p in sweep_dir.glob("*/result.json") if (read_result(p.parent) or {}).get("status") == "completed"]
+
+
 def test_killed_optuna_sweep_rerun_reaches_n_trials_exactly(tmp_path: Path) -> None:
     args = [*SWEEP, "hydra.sweeper.n_trials=4"]
     sweep_dir = _sweep_dir(tmp_path)
@@ -49,7 +55,7 @@ def test_killed_optuna_sweep_rerun_reaches_n_trials_exactly(tmp_path: Path) -> N
                                  stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 240
-            while len(list(sweep_dir.glob("*/result.json"))) < 2:  # two trials done, the third one started
+            while len(_completed(sweep_dir)) < 2:  # two trials done, the third one started
                 assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "the sweep did not finish two trials"
                 time.sleep(0.05)
@@ -59,7 +65,7 @@ def test_killed_optuna_sweep_rerun_reaches_n_trials_exactly(tmp_path: Path) -> N
         finally:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(timeout=60)
-    finished = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/result.json")}
+    finished = {p: p.stat().st_mtime_ns for p in _completed(sweep_dir)}
     assert len(finished) == 2
     storage = f"sqlite:///{sweep_dir / 'optuna.db'}"  # the default storage, in the sweep folder
     assert len(_complete(_trials(storage))) == 2

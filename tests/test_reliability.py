@@ -17,6 +17,7 @@ from torch import nn
 
 from conftest import FAST, ROOT, crash_then_resume, make_cfg
 from transferlab.data.sampler import EpochSampler
+from transferlab.report.load import KILLED, scan
 from transferlab.run.checkpoints import SafeCheckpointIO, load_checkpoint_safely
 from transferlab.strategies.policies import Gradual
 from transferlab.run.lifecycle import train
@@ -156,7 +157,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(uninterrupted: Path, tmp
     proc.send_signal(signal.SIGKILL)
     log = proc.communicate()[0]
     assert proc.returncode == -signal.SIGKILL
-    assert not (out / "result.json").exists()
+    assert _result(out)["status"] == "running"  # written when the run started
+    # the report counts it pending, killed (no process holds its lock), and says how to resume it
+    found = scan([out])
+    assert found.problem_counts()["pending"] == 1 and found.problems()[0]["error"] == KILLED
     assert load_checkpoint_safely(out / "checkpoints" / "last.ckpt")["epoch"] == 1, "expected the end-of-epoch-1 checkpoint"
     assert not list((out / "checkpoints").glob(".*.tmp")), "a killed run left a temporary checkpoint"
 

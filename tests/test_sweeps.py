@@ -70,6 +70,14 @@ def _train_cli(tmp_path: Path, *args: str, timeout: int = 300, **env: str) -> su
     return proc
 
 
+def _status(folder: Path) -> str | None:
+    """The status in the run's result.json (None while there is none)."""
+    try:
+        return json.loads((folder / "result.json").read_text())["status"]
+    except (OSError, ValueError):
+        return None
+
+
 def _results(folder: Path) -> dict[str, dict[str, Any]]:
     """Job folder name → its result.json."""
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("*/result.json"))}
@@ -163,12 +171,12 @@ def test_killed_multirun_resumes_and_runs_every_job_exactly_once(tmp_path: Path)
                                  stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 240
-            # the first job done, the second one midway: it has saved a checkpoint and has no record yet
-            while not ((job[0] / "result.json").exists() and (job[1] / "checkpoints" / "last.ckpt").exists()):
+            # the first job done, the second one midway: it has saved a checkpoint, its record says running
+            while not (_status(job[0]) == "completed" and (job[1] / "checkpoints" / "last.ckpt").exists()):
                 assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "the multirun did not get to its second job"
                 time.sleep(0.05)
-            assert not (job[1] / "result.json").exists(), "second job finished before it could be killed"
+            assert _status(job[1]) == "running", "second job finished before it could be killed"
             os.killpg(first.pid, signal.SIGKILL)
         finally:
             if first.poll() is None:
@@ -176,7 +184,7 @@ def test_killed_multirun_resumes_and_runs_every_job_exactly_once(tmp_path: Path)
             first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL
     assert json.loads((job[0] / "result.json").read_text())["status"] == "completed"
-    assert not (job[1] / "result.json").exists() and not (job[2] / "result.json").exists()
+    assert _status(job[1]) == "running" and not (job[2] / "result.json").exists()
     before = (job[0] / "result.json").read_bytes(), (job[0] / "result.json").stat().st_mtime_ns
 
     again = _train_cli(tmp_path, *args)

@@ -53,7 +53,8 @@ def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive ``fcntl`` lock on ``path`` (created if missing) meanwhile.
 
     The one lock of the package's shared caches (features, source weights): concurrent jobs that want
-    the same entry wait for one of them to make it, then read it.
+    the same entry wait for one of them to make it, then read it. It also marks a run folder as taken by
+    the process that runs it (``record.RUN_LOCK``): the lock ends with the process, however it ends.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,3 +64,21 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a process holds ``file_lock(path)`` now (asked without waiting; False when there is no such file).
+
+    The file is opened read-only, so a reader without write access to the folder can ask too.
+    """
+    try:
+        handle = open(path)
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False

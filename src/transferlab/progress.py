@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -56,7 +57,7 @@ class JobProgress(Callback):
         num = int(config.hydra.job.get("num", 0)) + 1
         total = os.environ.get(TOTAL_ENV, "?")
         elapsed = time.perf_counter() - self.started
-        name = config.hydra.job.override_dirname or "defaults"
+        name = Path(str(config.hydra.runtime.output_dir)).name or "defaults"  # the run folder (transferlab.naming)
         if job_return.status == JobStatus.COMPLETED:
             value = job_return._return_value
             shown = f"{config.optimized_metric}={value:.4f}" if isinstance(value, float) and value == value else "failed (see result.json)"

@@ -20,6 +20,12 @@ from transferlab.files import read_json, write_json_atomic
 from transferlab.redaction import redact
 
 RESULT_FILE = "result.json"
+#: held (``files.file_lock``) by the process that runs the run in its folder: a ``running`` record whose
+#: lock nobody holds is a run that was killed
+RUN_LOCK = ".run.lock"
+#: the folder, inside a run's folder, that keeps the files of completed runs whose data changed since
+#: (``superseded/<their config_hash>/``); readers of results (the report) skip it
+SUPERSEDED = "superseded"
 
 #: the strategy every transfer strategy is compared with: random initialisation, no transfer
 BASELINE_STRATEGY = "scratch"
@@ -106,6 +112,10 @@ class RunRecord:
     # the run's tunable hyperparameters by dotted config key (``optimizer.lr``, ``strategy.*``, …): what the
     # report's selection on validation tells configurations apart by; None in records written before it
     hparams: dict[str, Any] | None = _identity()
+    # what the run read besides its config, fingerprinted when it started (``run.inputs``): per config key
+    # (``dataset``, ``backbone.weights``…) its kind, names, version and per-class file stamps; and ``digest``,
+    # which ``config_hash`` covers. None in records written before it.
+    data_fingerprint: dict[str, Any] | None = _identity()
     transferlab_version: str | None = None
     host: str | None = None
     n_train: int | None = None
@@ -129,6 +139,9 @@ class RunRecord:
     probe: dict[str, Any] | None = _optional()  # the L-BFGS probe: chosen l2, validation curve, solver time
     weights_path: str | None = None
     output_dir: str | None = None
+    # the completed run this one replaced because its data changed: its config_hash, the folder its files
+    # were moved to (``SUPERSEDED``) and what changed
+    replaces: dict[str, Any] | None = _optional()
     error: str | None = _optional()
     traceback: str | None = _optional()
     extra: dict[str, Any] = field(default_factory=dict)  # fields this version does not know, kept as read

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -14,7 +15,9 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from transferlab.errors import TransferlabError
+from transferlab.failures import note_failure
 from transferlab.files import atomic_write
+from transferlab.naming import RESOLVER  # noqa: F401 - registered on import: it names the run folders
 from transferlab.redaction import redact_text
 from transferlab.run.context import is_multirun, rank
 from transferlab.run.lifecycle import train
@@ -60,10 +63,17 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except SIGTERMException:  # recorded as interrupted; exit as a process killed by SIGTERM (Lightning exits 0)
         raise SystemExit(128 + signal.SIGTERM) from None
-    except TransferlabError as err:
+    except Exception as err:  # noqa: BLE001 - in a multirun any job's error is listed at its end, not raised
+        if not isinstance(err, TransferlabError) and not is_multirun():
+            raise
+        if not isinstance(err, TransferlabError):
+            traceback.print_exc()  # an unexpected error (a bug): its traceback, then the sweep goes on
         where = f"[rank {rank()}] " if rank() else ""
-        print(f"transferlab: error: {where}{err}", file=sys.stderr)
+        message = str(err) if isinstance(err, TransferlabError) else f"{type(err).__name__}: {err}"
+        print(f"transferlab: error: {where}{message}", file=sys.stderr)
         if is_multirun():
+            if rank() == 0:
+                note_failure(message)  # the multirun lists its failed jobs when all have run, then exits 1
             return float("nan")  # this job failed (its result.json says so); the sweep goes on
         raise SystemExit(2) from None
     summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
 
+from transferlab.data.fingerprint import fingerprint
 from transferlab.data.splits import DatasetSplits, split_in_memory
 from transferlab.errors import ConfigError
 
@@ -40,3 +42,8 @@ def digits_splits(val_fraction: float = 0.1, test_fraction: float = 0.2, split_s
         mask = class_of[target] >= 0
         images, target = images[mask], class_of[target[mask]]
     return split_in_memory(images, target, [str(d) for d in kept], val_fraction, test_fraction, split_seed)
+
+
+def digits_fingerprint(**_: Any) -> dict[str, Any]:
+    """The digits ship with scikit-learn: its version names them (the config keys choose among them)."""
+    return fingerprint("digits", version=f"scikit-learn {version('scikit-learn')}")

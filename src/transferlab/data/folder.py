@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from transferlab.data.fingerprint import fingerprint
 from transferlab.data.scan import IMAGE_EXTENSIONS, SPLIT_NAMES, FileOptions, FileParts, is_unset, scanned_splits
 from transferlab.data.splits import DatasetSplits
 from transferlab.errors import ConfigError, DataError
@@ -147,3 +148,11 @@ def folder_splits(root: str | None = None, classes: Sequence[str] | None = None,
             stacklevel=2,
         )
     return scanned_splits(parts, class_names, str(base), opts)
+
+
+def folder_fingerprint(root: str | None = None, **_: Any) -> dict[str, Any]:
+    """The image files the folder source would list, by class folder (``train/cat`` with split folders),
+    stamped by path, size and modification time; no image is opened. A bad layout fails here, early."""
+    base = _root_folder(root)
+    classes = {str(d.relative_to(base)): _images_under(d, []) for folder in _layout(base).values() for d in _subdirs(folder)}
+    return fingerprint("folder", classes, root=str(base))

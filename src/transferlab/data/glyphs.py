@@ -35,9 +35,11 @@ from typing import Any, Union
 
 import numpy as np
 
+from transferlab.data.fingerprint import fingerprint
 from transferlab.data.splits import DatasetSplits, split_in_memory
 
-__all__ = ["glyph_classes", "render_glyphs", "glyph_grid_png", "glyph_splits"]
+__all__ = ["glyph_classes", "render_glyphs", "glyph_grid_png", "glyph_splits", "glyph_fingerprint"]
+RENDER_VERSION = 1  # bump when the rendering changes: runs name it in their identity (glyph_fingerprint)
 
 # Stream tags, so class shapes and example noise draw from unrelated streams.
 _CLASS_TAG = 0x6C7970  # "glyp"
@@ -330,6 +332,11 @@ def glyph_splits(
     images, labels = render_glyphs(num_classes, examples_per_class, render_size, glyph_seed)
     names = [f"glyph_{i:03d}" for i in range(num_classes)]
     return split_in_memory(images, labels, names, val_fraction, test_fraction, split_seed)
+
+
+def glyph_fingerprint(**_: Any) -> dict[str, Any]:
+    """The glyphs are a function of their config keys and of this code's ``RENDER_VERSION``."""
+    return fingerprint("glyphs", version=RENDER_VERSION)
 
 
 # --------------------------------------------------------------------------

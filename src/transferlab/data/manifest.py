@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from transferlab.data.fingerprint import fingerprint
 from transferlab.data.scan import SPLIT_NAMES, FileOptions, FileParts, is_unset, scanned_splits
 from transferlab.data.splits import DatasetSplits
 from transferlab.errors import ConfigError, DataError
@@ -138,6 +140,18 @@ def manifest_splits(path: str | None = None, classes: Sequence[str] | None = Non
     parts = _split_files(_row_paths(table, base), splits, labels, file)
     where = f"manifest {file} (relative paths resolve against {base})"
     return scanned_splits(parts, class_names, where, opts)
+
+
+def manifest_fingerprint(path: str | None = None, **_: Any) -> dict[str, Any]:
+    """The manifest's content hash, and the files it lists by label, stamped by path, size and modification
+    time (no image is opened). A bad manifest fails here, early."""
+    file = _manifest_file(path)
+    content = hashlib.sha256(file.read_bytes()).hexdigest()[:20]
+    table = _checked_table(file)
+    classes: dict[str, list[str]] = {}
+    for image, label in zip(_row_paths(table, file.parent), table["label"].astype(str)):
+        classes.setdefault(label, []).append(image)
+    return fingerprint("manifest", classes, manifest=str(file), content=content)
 
 
 def _manifest_labels(table: Any, classes: Sequence[str] | None, file: Path) -> tuple[np.ndarray, list[str]]:

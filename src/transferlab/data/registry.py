@@ -1,28 +1,53 @@
-"""The dataset sources by ``dataset.kind``, and ``load_splits``: a dataset config's checked splits."""
+"""The dataset sources by ``dataset.kind``: each one's loader and its fingerprint, registered together;
+``load_splits`` (a dataset config's checked splits) and ``data_fingerprint`` (its identity, cheap)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from transferlab.data.digits import digits_splits
-from transferlab.data.folder import folder_splits
-from transferlab.data.glyphs import glyph_splits
-from transferlab.data.manifest import manifest_splits
+from transferlab.data.digits import digits_fingerprint, digits_splits
+from transferlab.data.folder import folder_fingerprint, folder_splits
+from transferlab.data.glyphs import glyph_fingerprint, glyph_splits
+from transferlab.data.manifest import manifest_fingerprint, manifest_splits
 from transferlab.data.splits import DatasetSplits
-from transferlab.data.torchvision_sets import torchvision_splits
+from transferlab.data.torchvision_sets import torchvision_fingerprint, torchvision_splits
 from transferlab.errors import ConfigError, DataError
 
-#: dataset builders by ``dataset.kind``; each takes the dataset config's keys as arguments
-DATASETS: dict[str, Callable[..., DatasetSplits]] = {
-    "digits": digits_splits,
-    "glyphs": glyph_splits,
-    "folder": folder_splits,
-    "manifest": manifest_splits,
-    "torchvision": torchvision_splits,
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset source. Both take the dataset config's keys as arguments: ``splits`` loads the data,
+    ``fingerprint`` names it without loading (``data.fingerprint``: names, versions and file stamps)."""
+
+    splits: Callable[..., DatasetSplits]
+    fingerprint: Callable[..., dict[str, Any]]
+
+
+#: dataset sources by ``dataset.kind``
+DATASETS: dict[str, Source] = {
+    "digits": Source(digits_splits, digits_fingerprint),
+    "glyphs": Source(glyph_splits, glyph_fingerprint),
+    "folder": Source(folder_splits, folder_fingerprint),
+    "manifest": Source(manifest_splits, manifest_fingerprint),
+    "torchvision": Source(torchvision_splits, torchvision_fingerprint),
 }
+
+
+def source_of(dataset_cfg: Mapping[str, Any]) -> Source:
+    """The source of a ``dataset`` config (``dataset.kind``, else its name)."""
+    kind = dataset_cfg.get("kind", dataset_cfg.get("name"))
+    if kind not in DATASETS:
+        raise ConfigError(f"dataset.kind={kind!r} is unknown; choose one of {sorted(DATASETS)}.")
+    return DATASETS[kind]
+
+
+def data_fingerprint(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity of a ``dataset`` config's data, taken without loading it (see ``data.fingerprint``)."""
+    return source_of(dataset_cfg).fingerprint(**dataset_cfg)
 
 
 def load_splits(dataset_cfg: Mapping[str, Any]) -> DatasetSplits:
@@ -31,9 +56,7 @@ def load_splits(dataset_cfg: Mapping[str, Any]) -> DatasetSplits:
     ``dataset.num_classes: null`` takes the class count from the data (``len(splits.class_names)``).
     """
     kind = dataset_cfg.get("kind", dataset_cfg.get("name"))
-    if kind not in DATASETS:
-        raise ConfigError(f"dataset.kind={kind!r} is unknown; choose one of {sorted(DATASETS)}.")
-    splits = DATASETS[kind](**dataset_cfg)
+    splits = source_of(dataset_cfg).splits(**dataset_cfg)
     expected = dataset_cfg.get("num_classes")
     if expected is not None and int(expected) != len(splits.class_names):
         raise DataError(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from transferlab.data.fingerprint import stat_stamp
 from transferlab.errors import ConfigError, DataError
 from transferlab.record import DataSize
 
@@ -71,14 +71,11 @@ class FileImageSet:
         return FileImageSet(self.paths[idx], self.labels[idx])
 
     def fingerprint(self) -> str:
-        """SHA-256 over each file's path, size, modification time and label (not the bytes: cheap)."""
+        """SHA-256 over each file's stamp (``data.fingerprint.stat_stamp``: path, size, modification time; not
+        the bytes: cheap) and label."""
         h = hashlib.sha256()
         for path, label in zip(self.paths, self.labels):
-            try:
-                st = os.stat(path)
-                h.update(f"{path}\t{st.st_size}\t{st.st_mtime_ns}\t{int(label)}\n".encode())
-            except OSError:
-                h.update(f"{path}\t-\t-\t{int(label)}\n".encode())
+            h.update(f"{stat_stamp(str(path))[0]}\t{int(label)}\n".encode())
         return h.hexdigest()
 
 

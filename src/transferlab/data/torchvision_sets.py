@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from transferlab.data.fingerprint import fingerprint
 from transferlab.data.scan import FileOptions, scan_images
 from transferlab.data.splits import DatasetSplits, FileImageSet, ImageSet, Images, carve_missing
 from transferlab.errors import ConfigError, DataError
@@ -121,6 +123,13 @@ def torchvision_splits(
     class_names = [str(c) for c in names] if names is not None and len(names) == n else [str(i) for i in range(n)]
     parts = carve_missing(_scanned(parts, tv_name, base, opts), opts.val_fraction, opts.test_fraction, opts.split_seed)
     return DatasetSplits(parts["train"], parts["val"], parts["test"], class_names)
+
+
+def torchvision_fingerprint(tv_name: str | None = None, **_: Any) -> dict[str, Any]:
+    """A torchvision set is named by its class and torchvision's version: torchvision checks the files it
+    downloads against their published checksums, and stamping them before the first download would
+    change the fingerprint once they are there. ``dataset.root`` is in the config hash."""
+    return fingerprint("torchvision", name=tv_name, version=f"torchvision {version('torchvision')}")
 
 
 def _scanned(parts: dict[str, ImageSet | FileImageSet], name: str, base: Path, opts: FileOptions) -> dict[str, Images]:

@@ -167,6 +167,9 @@ def _print_outcome(a: Analysis, counts: dict[str, int], paths: ReportPaths, dirs
     if any(counts.values()):
         print(f"{counts['failed']} failed/unreadable, {counts['pending']} interrupted or running (pending), "
               f"{counts['duplicate']} duplicate record(s); see {paths.md}")
+    if counts["pending"]:
+        print("pending runs resume when the command that started them runs again (a sweep skips its completed jobs "
+              f"and resumes the rest); {paths.md} lists which are still running and which were killed")
     for path in (paths.csv, paths.md, paths.png, paths.sensitivity, paths.freeze_depth):
         if path is not None:
             print(f"wrote {path}")

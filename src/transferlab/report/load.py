@@ -17,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab.record import RESULT_FILE, TEST_ACC, RecordError, RunRecord, Status, load_record
+from transferlab.files import is_locked
+from transferlab.record import RESULT_FILE, RUN_LOCK, SUPERSEDED, TEST_ACC, RecordError, RunRecord, Status, load_record
 
 COMPLETED, PROBLEM, DUPLICATE = "completed", "problem", "duplicate"
 UNPARSEABLE = "unparseable"  # the status shown for a file that is not a record
@@ -108,14 +109,16 @@ def _is_number(v: Any) -> bool:
 
 
 def find_result_files(dirs: Iterable[Path]) -> list[Path]:
-    """Every ``result.json`` below ``dirs`` (a file given directly counts too), sorted."""
+    """Every ``result.json`` below ``dirs`` (a file given directly counts too), sorted; not those set aside
+    in a ``superseded/`` folder."""
     files: set[Path] = set()
     for d in dirs:
         d = Path(d)
         if d.is_file():
             files.add(d)
         elif d.is_dir():
-            files.update(p for p in d.rglob(RESULT_FILE) if p.is_file())
+            # not the records of runs whose data changed since (kept in a run folder's superseded/)
+            files.update(p for p in d.rglob(RESULT_FILE) if p.is_file() and SUPERSEDED not in p.relative_to(d).parts[:-1])
         else:
             raise FileNotFoundError(f"no such file or folder: {d}")
     return sorted(files)
@@ -129,6 +132,8 @@ def flatten(record: RunRecord) -> dict[str, Any]:
             continue  # names starting with "_" never reach the report's tables
         if key == "metrics" and isinstance(value, dict):
             flat.update(value)
+        elif key == "data_fingerprint" and isinstance(value, dict):
+            flat["data_fingerprint.digest"] = value.get("digest")  # its per-class stamps stay in result.json
         elif isinstance(value, dict):
             for sub, v in value.items():
                 flat[f"{key}.{sub}"] = v if not isinstance(v, (dict, list)) else json.dumps(v)
@@ -139,10 +144,17 @@ def flatten(record: RunRecord) -> dict[str, Any]:
     return flat
 
 
-def _not_completed_note(record: RunRecord) -> str:
+#: what the report says of a ``running`` record whose lock no process holds
+KILLED = ("killed? no process holds its lock: run the command that started it again to resume it "
+          "(a sweep resumes its unfinished jobs)")
+
+
+def _not_completed_note(record: RunRecord, path: Path) -> str:
+    """Why a record is not averaged; for a ``running`` one, whether its process still runs (holds the lock)."""
     status = record.status.value
-    return first_line(record.error) or (
-        "run did not finish (interrupted or still running)" if status == "running" else f"status is '{status}'")
+    if record.status is Status.RUNNING:
+        return "still running (its process holds the run folder's lock)" if is_locked(path.parent / RUN_LOCK) else KILLED
+    return first_line(record.error) or f"status is '{status}'"
 
 
 def read_entry(path: Path) -> Entry:
@@ -157,7 +169,7 @@ def read_entry(path: Path) -> Entry:
     flat = flatten(record)
     entry = Entry(str(path), mtime, record.status.value, COMPLETED, fields=flat, record=record)
     if not record.completed:
-        entry.kind, entry.note = PROBLEM, _not_completed_note(record)
+        entry.kind, entry.note = PROBLEM, _not_completed_note(record, path)
     elif not _is_number(flat.get(TEST_ACC)) or not record.strategy:
         entry.kind = PROBLEM
         entry.note = f"completed but missing 'strategy' or numeric metrics['{TEST_ACC}']"

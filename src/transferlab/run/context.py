@@ -21,6 +21,15 @@ def output_dir(cfg: DictConfig) -> Path:
     raise ConfigError("no output folder: run through transferlab-train, or set paths.output_dir.")
 
 
+def launch_dir() -> Path:
+    """The folder the command was launched from, which relative paths in the config are taken against:
+    Hydra's ``hydra.runtime.cwd`` (composed in the launching process for the basic and joblib launchers; a
+    submitit or SLURM job starts in the folder it was submitted from), else this process's working folder."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.cwd)
+    return Path.cwd()
+
+
 def is_multirun() -> bool:
     """Whether this is a job of a Hydra multirun (``-m``)."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

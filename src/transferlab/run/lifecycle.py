@@ -1,6 +1,8 @@
 """One run's life: skip it when completed, resume it when interrupted, record how it ended.
 
-``train(cfg) -> metrics`` runs a config end to end and writes ``result.json`` (``transferlab.record``).
+``train(cfg) -> metrics`` runs a config end to end and writes ``result.json`` (``transferlab.record``): a
+``running`` record when it starts, the final one when it ends. Its identity (``config_hash``) covers the
+config, its paths made absolute, and the fingerprint of its data (``run.inputs``), taken before anything loads.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ import torch
 from omegaconf import DictConfig
 
 from transferlab import __version__
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, TransferlabError
 from transferlab.files import file_lock, read_json, write_json_atomic
-from transferlab.identity import config_hash, resolved
-from transferlab.record import RESULT_FILE, RunRecord, Status, is_completed, read_record, write_record
+from transferlab.identity import config_hash, resolved, with_absolute_paths
+from transferlab.record import RESULT_FILE, RUN_LOCK, RunRecord, Status, is_completed, read_record, write_record
 from transferlab.redaction import redact, redacted_argv
 from transferlab.run.assembly import Run, assemble, plain, plan_run
 from transferlab.run.checkpoints import BEST, LAST, BestWeights, LastCheckpoint, check_checkpoint_fits
-from transferlab.run.context import in_slurm_job, output_dir, rank
+from transferlab.run.context import in_slurm_job, launch_dir, output_dir, rank
 from transferlab.run.distributed import DistributedSync
+from transferlab.run.inputs import inputs_fingerprint, set_aside, what_changed
 from transferlab.run.preemption import RunInterrupted, SignalStop, describe_interruption, is_interruption
 from transferlab.run.probing import solve_head, wandb_entries
 from transferlab.run.source import resolve_weights
@@ -40,8 +43,6 @@ log = logging.getLogger("transferlab")
 TRAIN_INDICES_FILE = "train_indices.json"
 #: the config hash the checkpoints in ``checkpoints/`` belong to
 STATE_FILE = "run_state.json"
-#: held (``files.file_lock``) by the process that runs the run in this folder
-RUN_LOCK = ".run.lock"
 
 # Frozen blocks are in eval mode on purpose (their BatchNorm statistics must not move).
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
@@ -61,7 +62,7 @@ def tunable_hparams(cfg: DictConfig) -> dict[str, Any]:
     return {"optimizer.lr": optimizer.get("lr"), "optimizer.weight_decay": optimizer.get("weight_decay"), **strategy}
 
 
-def start_record(cfg: DictConfig, cfg_hash: str) -> RunRecord:
+def start_record(cfg: DictConfig, cfg_hash: str | None, inputs: dict[str, Any] | None, out_dir: Path) -> RunRecord:
     """The ``running`` record of a config: what the run is, before anything ran."""
     per_class = cfg.dataset.get("per_class")
     return RunRecord(
@@ -78,20 +79,25 @@ def start_record(cfg: DictConfig, cfg_hash: str) -> RunRecord:
         seed=int(cfg.seed),
         config_hash=cfg_hash,
         hparams=tunable_hparams(cfg),
+        data_fingerprint=inputs,
         transferlab_version=__version__,
         host=socket.gethostname(),
+        output_dir=str(out_dir),
     )
 
 
 def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
     """Run one config end to end; write ``result.json``; return the final metrics.
 
-    A completed run of the same config in ``out_dir`` is not run again; an interrupted one resumes from
-    its last checkpoint. A failure writes a ``failed`` record with the error, a signal or Ctrl-C an
-    ``interrupted`` one (``run.preemption``), then it re-raises.
+    Paths in the config are taken against the folder the command was launched from. A completed run of the
+    same config and data in ``out_dir`` is not run again; one whose data changed runs again, its files set
+    aside first (``run.inputs``); an interrupted one resumes from its last checkpoint. A failure writes a
+    ``failed`` record with the error, a signal or Ctrl-C an ``interrupted`` one (``run.preemption``), then
+    it re-raises.
     """
     out_dir = Path(out_dir) if out_dir is not None else output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = with_absolute_paths(cfg, launch_dir())
     # one process per run folder: a second one (two sweep workers given the same trial, a job still running
     # when its stale trial is retried) waits, then finds the run completed. DDP ranks > 0 share rank 0's run.
     with file_lock(out_dir / RUN_LOCK) if rank() == 0 else contextlib.nullcontext():
@@ -99,18 +105,22 @@ def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
 
 
 def _train_once(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
-    cfg_hash = config_hash(cfg)
+    try:
+        inputs = inputs_fingerprint(cfg)  # before the completed check: the data is part of the identity
+    except TransferlabError as err:  # no data (or a bad layout): recorded as failed, never over a completed run
+        previous = read_record(out_dir)
+        if rank() == 0 and (previous is None or not previous.completed):
+            _record_end(out_dir, start_record(cfg, None, None, out_dir), err)
+        raise
+    cfg_hash = config_hash(cfg, inputs["digest"])
     done = is_completed(out_dir, cfg_hash)
     if done is not None:
         log.info("already completed (config %s): %s", cfg_hash, out_dir / RESULT_FILE)
         return dict(done.metrics or {})
-    previous = read_record(out_dir)
-    if previous is not None and previous.completed:
-        raise ConfigError(
-            f"{out_dir} holds a completed run of another config (hash {previous.config_hash}, this one {cfg_hash}). "
-            "It is not overwritten. Fix: choose another hydra.run.dir (or hydra.sweep.dir), or move that folder away."
-        )
-    record = start_record(cfg, cfg_hash)
+    record = start_record(cfg, cfg_hash, inputs, out_dir)
+    if rank() == 0:
+        record.replaces = _set_aside_if_stale(cfg, cfg_hash, out_dir, inputs)
+        write_record(out_dir, record)  # running: the report counts it pending until it ends
     try:
         return _train(cfg, out_dir, record)
     except BaseException as err:
@@ -119,6 +129,25 @@ def _train_once(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         if isinstance(err, RunInterrupted):
             err.hand_over()  # the launcher's requeue (submitit's handler), now that last.ckpt and the record are written
         raise
+
+
+def _set_aside_if_stale(cfg: DictConfig, cfg_hash: str, out_dir: Path, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """When ``out_dir`` holds a completed run of this config whose data changed: move its files aside and
+    say what changed (for the new record's ``replaces``). A completed run of another config is an error."""
+    previous = read_record(out_dir)
+    if previous is None or not previous.completed:
+        return None
+    old = previous.data_fingerprint
+    if previous.config_hash != config_hash(cfg, (old or {}).get("digest")):
+        raise ConfigError(
+            f"{out_dir} holds a completed run of another config (hash {previous.config_hash}, this one {cfg_hash}). It is not "
+            "overwritten. Fix: choose another hydra.run.dir (or hydra.sweep.dir), or move that folder away."
+        )
+    changed = what_changed(old, inputs)
+    kept = set_aside(out_dir, previous.config_hash)
+    log.warning("%s: the data changed since this run completed (%s). It runs again; the completed run's files "
+                "are kept in %s.", out_dir, "; ".join(changed), kept)
+    return {"config_hash": previous.config_hash, "kept_in": str(kept), "changes": changed}
 
 
 def _record_end(out_dir: Path, record: RunRecord, err: BaseException) -> None:
