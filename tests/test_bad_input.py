@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 
 from conftest import make_cfg
 from transferlab.errors import ConfigError, DataError, TrainingDiverged, TransferlabError, WeightsError
-from transferlab.model.module import TransferModule
+from transferlab.config.schema import BackboneConfig
+from transferlab.model.module import RunChoices, TransferModule
 from transferlab.files import write_json_atomic
 from transferlab.identity import config_hash
 from transferlab.run.lifecycle import train
@@ -130,7 +131,7 @@ def test_bad_weights_file_gets_a_clear_error(tmp_path: Path, name: str, make: Ca
 
 # ---- resume checkpoints in the run folder --------------------------------------------------------
 def _module(backbone: str = "test_resnet", num_classes: int = 10) -> TransferModule:
-    return TransferModule(backbone=backbone, num_classes=num_classes, input_size=32)
+    return TransferModule(BackboneConfig(name=backbone), RunChoices(num_classes=num_classes, input_size=32))
 
 
 def _ckpt_of(module: TransferModule) -> dict:

@@ -215,7 +215,7 @@ def test_metrics_stay_apart_after_an_all_correct_first_batch() -> None:
     with acc_top5 (a wrong F1 on one device, a deadlock across DDP ranks that merged differently)."""
     import torchmetrics
 
-    module = transferlab.model.module.TransferModule("test_resnet", num_classes=10)
+    module = transferlab.model.module.TransferModule({"name": "test_resnet"}, {"num_classes": 10})
     y = torch.arange(10)
     batches = [torch.nn.functional.one_hot(y, 10).float(), torch.randn(10, 10, generator=torch.Generator().manual_seed(0))]
     reference = torchmetrics.classification.MulticlassF1Score(10, average="macro")

@@ -115,7 +115,7 @@ def test_strategy_x_fraction_multirun_one_result_and_one_wandb_run_per_job(tmp_p
         assert run.config["dataset"]["fraction"] == 0.1
         assert run.config["backbone"]["name"] == "test_resnet"
         assert run.config["optimizer"]["name"] == "adamw"
-        assert run.config["module"]["backbone"] == "test_resnet"
+        assert run.config["module"]["backbone"]["name"] == "test_resnet"  # the typed groups, as plain dicts
         # final metrics and the record's path in the summary; the run was finished, and cleanly
         for key in ("test/acc", "test/f1_macro", "val/acc_best"):
             assert run.summary[key] == pytest.approx(record["metrics"][key])

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from transferlab.errors import TransferlabError
+from transferlab.command_line import config_groups, error, os_error_message, unparsable_override
+from transferlab.errors import TransferlabError, debugging
 from transferlab.files import atomic_write
 from transferlab.redaction import redact_text
 from transferlab.run.context import is_multirun, rank
@@ -51,6 +52,10 @@ def redact_hydra_files() -> None:
             log.warning("could not check %s for secrets: %s", path, err)
 
 
+# `${tl.config_groups:}` in conf/hydra/help/transferlab.yaml: the groups --help lists
+OmegaConf.register_new_resolver("tl.config_groups", lambda: config_groups(Path(config_dir())), replace=True)
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """Run ``train(cfg)``; return the optimised metric (for sweepers)."""
@@ -60,9 +65,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except SIGTERMException:  # recorded as interrupted; exit as a process killed by SIGTERM (Lightning exits 0)
         raise SystemExit(128 + signal.SIGTERM) from None
-    except TransferlabError as err:
+    except (TransferlabError, OSError) as err:  # bad input, or a folder that cannot be written: one line
+        if debugging():
+            raise
         where = f"[rank {rank()}] " if rank() else ""
-        print(f"transferlab: error: {where}{err}", file=sys.stderr)
+        error(where + (str(err) if isinstance(err, TransferlabError) else os_error_message(err)))
         if is_multirun():
             return float("nan")  # this job failed (its result.json says so); the sweep goes on
         raise SystemExit(2) from None
@@ -81,6 +88,10 @@ def main() -> None:
             "checkout (`pip install -e .`) or set TRANSFERLAB_CONFIG_DIR=/path/to/conf.",
             file=sys.stderr,
         )
+        raise SystemExit(2)
+    problem = unparsable_override(sys.argv[1:])
+    if problem:
+        error(problem)
         raise SystemExit(2)
     _hydra_main()
 

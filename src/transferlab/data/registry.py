@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from transferlab.data.digits import digits_splits
-from transferlab.data.folder import folder_splits
-from transferlab.data.glyphs import glyph_splits
-from transferlab.data.manifest import manifest_splits
+from transferlab.config.datasets import DATASET_KINDS
 from transferlab.data.splits import DatasetSplits
-from transferlab.data.torchvision_sets import torchvision_splits
 from transferlab.errors import ConfigError, DataError
 
-#: dataset builders by ``dataset.kind``; each takes the dataset config's keys as arguments
-DATASETS: dict[str, Callable[..., DatasetSplits]] = {
-    "digits": digits_splits,
-    "glyphs": glyph_splits,
-    "folder": folder_splits,
-    "manifest": manifest_splits,
-    "torchvision": torchvision_splits,
+#: where a dataset kind's classes come from, and how to give it more (for the one-class message)
+_CLASS_SOURCES: dict[str, tuple[str, str]] = {
+    "folder": ("the folder dataset.root={root}", "add a sub-folder of images per class under {root} (ROOT/<class>/<image>)"),
+    "manifest": ("the manifest dataset.path={path}", "give the rows of {path} labels of 2 or more classes"),
+    "digits": ("dataset.labels={labels}", "dataset.labels=[5,6,7,8,9] (two or more digits), or null for all ten"),
 }
+
+
+def _one_class_error(kind: str, dataset_cfg: Mapping[str, Any], names: list[str]) -> DataError:
+    where, fix = _CLASS_SOURCES.get(kind, (f"dataset {kind!r}", "give it data of 2 or more classes"))
+    return DataError(f"{where.format(**dataset_cfg)} has {len(names)} class {names}; a classifier needs at least 2. "
+                     f"Fix: {fix.format(**dataset_cfg)}.")
 
 
 def load_splits(dataset_cfg: Mapping[str, Any]) -> DatasetSplits:
@@ -31,9 +31,11 @@ def load_splits(dataset_cfg: Mapping[str, Any]) -> DatasetSplits:
     ``dataset.num_classes: null`` takes the class count from the data (``len(splits.class_names)``).
     """
     kind = dataset_cfg.get("kind", dataset_cfg.get("name"))
-    if kind not in DATASETS:
-        raise ConfigError(f"dataset.kind={kind!r} is unknown; choose one of {sorted(DATASETS)}.")
-    splits = DATASETS[kind](**dataset_cfg)
+    if kind not in DATASET_KINDS:
+        raise ConfigError(f"dataset.kind={kind!r} is unknown; choose one of {sorted(DATASET_KINDS)}.")
+    splits = DATASET_KINDS[kind].builder(**dataset_cfg)
+    if len(splits.class_names) < 2:
+        raise _one_class_error(str(kind), dataset_cfg, list(splits.class_names))
     expected = dataset_cfg.get("num_classes")
     if expected is not None and int(expected) != len(splits.class_names):
         raise DataError(

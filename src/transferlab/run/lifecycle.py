@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from transferlab import __version__
+from transferlab.config.schema import check_config
 from transferlab.errors import ConfigError
 from transferlab.files import file_lock, read_json, write_json_atomic
 from transferlab.identity import config_hash, resolved
@@ -90,6 +91,7 @@ def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
     its last checkpoint. A failure writes a ``failed`` record with the error, a signal or Ctrl-C an
     ``interrupted`` one (``run.preemption``), then it re-raises.
     """
+    check_config(cfg)  # typed (config.schema): a bad value fails here, before any file is written
     out_dir = Path(out_dir) if out_dir is not None else output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     # one process per run folder: a second one (two sweep workers given the same trial, a job still running
