@@ -66,7 +66,7 @@ def as_override(value: Any) -> str:
 
 def shown(value: Any) -> str:
     """``value`` in a message's problem statement: strings quoted, the rest as written."""
-    return repr(value) if isinstance(value, str) else as_override(value)
+    return repr(value) if isinstance(value, (str, list, tuple, Mapping)) else as_override(value)
 
 
 def describe(hint: Any) -> str:
