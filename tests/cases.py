@@ -269,16 +269,19 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-def readme_block(text: str) -> str:
-    """The generated part of the README (between the markers)."""
-    match = re.search(re.escape(BEGIN) + r"\n(.*?)\n" + re.escape(END), text, flags=re.S)
-    return match.group(1) if match else ""
+_BLOCK = re.compile(re.escape(BEGIN) + r"\n(.*?)" + re.escape(END), flags=re.S)
+
+
+def readme_block(text: str) -> str | None:
+    """The generated part of the README (between the markers), or None without the markers."""
+    match = _BLOCK.search(text)
+    return match.group(1).rstrip("\n") if match else None
 
 
 if __name__ == "__main__":  # python tests/cases.py: write the table into the README
     text = README.read_text()
-    if BEGIN not in text:
+    if readme_block(text) is None:
         sys.exit(f"{README} lacks the markers {BEGIN} … {END}")
-    README.write_text(text.replace(readme_block(text), markdown_table()))
+    README.write_text(_BLOCK.sub(lambda _: f"{BEGIN}\n{markdown_table()}\n{END}", text, count=1))
     errors = sum(c.outcome == "error" for c in CASES)
     print(f"wrote {len(CASES)} cases ({errors} errors, {len(CASES) - errors} warnings) into {README}")

@@ -4,6 +4,7 @@
 - an output folder that cannot be written: a Hydra callback (``OutputFolderCheck``) tries it before Hydra
   writes its ``.hydra/`` files there;
 - an ``OSError`` inside a run (a folder that cannot be written, a full disk): the path and the fix;
+- the package's warnings: one line each, ``transferlab: warning: …``;
 - ``--help``: the config groups a user selects (``config_groups``: the top-level folders of ``conf/``, so
   ``conf/sweep/wandb/``, W&B's own sweep files, is not listed as a group).
 
@@ -12,8 +13,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,19 @@ from transferlab.errors import debugging
 def error(message: str) -> None:
     """Print ``transferlab: error: MESSAGE`` on stderr."""
     print(f"transferlab: error: {message}", file=sys.stderr, flush=True)
+
+
+def one_line_warnings() -> None:
+    """Show the package's own warnings as ``transferlab: warning: …`` (Python's format adds the file, line and
+    source line, which read like a traceback); other libraries' warnings keep Python's format."""
+    python_format = warnings.formatwarning
+
+    def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+        if f"{os.sep}transferlab{os.sep}" in filename:
+            return f"transferlab: warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning  # type: ignore[assignment]
 
 
 def unparsable_override(args: Sequence[str]) -> str | None:

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from transferlab.command_line import config_groups, error, os_error_message, unparsable_override
+from transferlab.command_line import config_groups, error, one_line_warnings, os_error_message, unparsable_override
 from transferlab.errors import TransferlabError, debugging
 from transferlab.files import atomic_write
 from transferlab.redaction import redact_text
@@ -89,6 +89,7 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
+    one_line_warnings()
     problem = unparsable_override(sys.argv[1:])
     if problem:
         error(problem)
