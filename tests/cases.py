@@ -184,7 +184,7 @@ CASES: list[Case] = [
       "Fix: keep one: dataset.per_class=null for the fraction, or dataset.fraction=1.0"),
     E("max-epochs-0", "strategy=finetune trainer.max_epochs=0", "trainer.max_epochs=0 trains nothing", "Fix: trainer.max_epochs=10"),
     E("max-epochs-negative", "trainer.max_epochs=-5", "trainer.max_epochs=-5 must be ≥ 1", "Fix: trainer.max_epochs=10"),
-    E("input-size-0", "dataset.input_size=0", "dataset.input_size=0 pixels is too small", "Fix: dataset.input_size=32"),
+    E("input-size-0", "dataset.input_size=0", "dataset.input_size=0 pixels cannot hold an image", "Fix: dataset.input_size=32"),
     E("num-classes-1", "dataset.num_classes=1", "dataset.num_classes=1: a classifier needs at least 2 classes", "Fix: dataset.num_classes=null"),
     E("num-classes-7", "dataset.num_classes=7", "dataset.num_classes=7 but the data has 10 classes", "Fix: set dataset.num_classes=10"),
     E("fraction-0", "dataset.fraction=0", "dataset.fraction=0", "must be in (0, 1] (e.g. 0.1"),

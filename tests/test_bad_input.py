@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -172,6 +173,35 @@ def test_a_debug_flag_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.Mo
     assert quiet.code == 2 and "Traceback" not in quiet.output
     ran = transferlab_train([*BASE, "optimizer.lr=abc"], monkeypatch, capfd, tmp_path, debug=True)
     assert ran.code != 0 and "Traceback" in ran.output and "optimizer.lr='abc' is not a number" in ran.output
+
+
+def test_help_describes_the_command_its_groups_and_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capfd: pytest.CaptureFixture) -> None:
+    ran = transferlab_train(["--help"], monkeypatch, capfd, tmp_path)
+    assert ran.code == 0 and ran.output.startswith("transferlab-train: train and evaluate one transfer-learning run")
+    groups = ran.output.split("== Config groups")[1].split("== Examples ==")[0]
+    for group in ("backbone", "budget", "dataset", "experiment", "head", "logger", "optimizer", "strategy", "sweep", "trainer"):
+        assert f"\n  {group}: " in groups, group
+    assert "sweep/wandb" not in ran.output and "lr_search" not in groups  # W&B's sweep files are no Hydra group
+    examples = ran.output.split("== Examples ==")[1].split("==")[0]
+    assert examples.count("transferlab-train ") == 3
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders (the case table has a folder that "
+                                              "cannot be created, for root too)")
+def test_read_only_folders_get_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        ran = transferlab_train([*BASE, f"paths.runs_dir={read_only / 'runs'}"], monkeypatch, capfd, tmp_path)
+        assert ran.code == 2 and "cannot write the output folder" in ran.output and "Traceback" not in ran.output
+        assert transferlab_train([*BASE, *FEW, f"hydra.run.dir={tmp_path / 'done'}"], monkeypatch, capfd, tmp_path).code == 0
+        report = run_command(report_main, ["transferlab-report", str(tmp_path / "done"), "--out", str(read_only / "report")],
+                             monkeypatch, capfd, tmp_path)
+        assert report.code == 2 and "cannot write the report into" in report.output and "Traceback" not in report.output
+    finally:
+        read_only.chmod(0o755)
 
 
 # ---- resume checkpoints in the run folder --------------------------------------------------------

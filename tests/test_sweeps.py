@@ -420,11 +420,11 @@ def test_failed_job_finishes_its_wandb_run_and_the_next_job_gets_its_own(tmp_pat
     assert failed["status"] == "failed" and failed["wandb"]["mode"] == "offline"
 
     monkeypatch.setattr(pl.Trainer, "fit", real_fit)
-    train(_wandb_cfg(tmp_path, "seed=1", "+logger.api_key=tok-0123456789abcdef"), tmp_path / "next")
+    train(_wandb_cfg(tmp_path, "seed=1", "+extra.api_key=tok-0123456789abcdef"), tmp_path / "next")
     done = json.loads((tmp_path / "next" / "result.json").read_text())
     assert done["wandb"]["id"] != failed["wandb"]["id"]
     first, second = read_run(Path(failed["wandb"]["dir"])), read_run(Path(done["wandb"]["dir"]))
     assert first.exit_code == 1 and "test/acc" not in first.summary
     assert second.exit_code == 0 and second.config["seed"] == 1 and "test/acc" in second.summary
-    assert second.config["logger"]["api_key"] == "***"  # secrets never reach the run config
+    assert second.config["extra"]["api_key"] == "***"  # secrets never reach the run config
     assert "tok-0123456789abcdef" not in (tmp_path / "next" / "result.json").read_text()

@@ -20,10 +20,6 @@ from transferlab.data.splits import DatasetSplits
 from transferlab.data.torchvision_sets import torchvision_splits
 from transferlab.errors import ConfigError
 
-#: the smallest ``dataset.input_size`` (pixels): smaller images cannot be resized, and at 1-7 pixels the
-#: backbones' strided convolutions (and ViT patches) run out of input
-MIN_INPUT_SIZE = 8
-
 
 @dataclass(kw_only=True)
 class DatasetConfig:
@@ -67,10 +63,9 @@ class DatasetConfig:
                 f"(per_class would win). Fix: keep one: {key}.per_class=null for the fraction, or {key}.fraction=1.0 "
                 f"for {self.per_class} per class."
             )
-        if self.input_size is not None and self.input_size < MIN_INPUT_SIZE:
-            raise ConfigError(f"{key}.input_size={self.input_size} pixels is too small to train on. "
-                              f"Fix: {key}.input_size={max(MIN_INPUT_SIZE, 32)} (at least {MIN_INPUT_SIZE}), "
-                              "or null for the backbone's own size.")
+        if self.input_size is not None and self.input_size < 1:
+            raise ConfigError(f"{key}.input_size={self.input_size} pixels cannot hold an image. "
+                              f"Fix: {key}.input_size=32, or null for the backbone's own size.")
         if self.num_classes is not None and self.num_classes < 2:
             raise ConfigError(f"{key}.num_classes={self.num_classes}: a classifier needs at least 2 classes. "
                               f"Fix: {key}.num_classes=null (the count of the data's classes).")

@@ -114,7 +114,7 @@ def _scalar(value: Any, hint: Any) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, (list, tuple, Mapping)):
         raise _Mismatch
     if hint is str:
-        return value if isinstance(value, (str, int, float)) else _fail()
+        return value  # a number names things too (experiment_name=2024)
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -124,10 +124,6 @@ def _scalar(value: Any, hint: Any) -> Any:
     if not math.isfinite(number) or number != int(number):  # int
         raise _Mismatch
     return int(number)
-
-
-def _fail() -> Any:
-    raise _Mismatch
 
 
 def _convert(value: Any, hint: Any, key: str, changes: Changes) -> Any:
@@ -278,7 +274,10 @@ def init_parameters(cls: type) -> dict[str, tuple[Any, Any]]:
         init = klass.__dict__.get("__init__")
         if init is None or klass is object:
             continue
-        hints = typing.get_type_hints(init)
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:  # noqa: BLE001 - a user's class whose annotations do not resolve: its values stay untyped
+            hints = {}
         passes_on = False
         for p in list(inspect.signature(init).parameters.values())[1:]:
             if p.kind is inspect.Parameter.VAR_KEYWORD:
