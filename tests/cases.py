@@ -124,6 +124,11 @@ def _under_a_file(tmp: Path) -> list[str]:
     return [f"paths.runs_dir={tmp / 'file' / 'runs'}"]
 
 
+def _cache_under_a_file(tmp: Path) -> list[str]:
+    (tmp / "file").write_text("not a folder")
+    return [f"paths.cache_dir={tmp / 'file' / 'cache'}"]  # the linear probe caches its features there
+
+
 def _report_under_a_file(tmp: Path) -> list[str]:
     (tmp / "file").write_text("not a folder")
     return ["--out", str(tmp / "file" / "report")]
@@ -235,6 +240,8 @@ CASES: list[Case] = [
       setup=_unicode_folder),
     E("runs-unwritable", "a runs folder that cannot be written", "cannot write the output folder", "Fix: point paths.runs_dir",
       setup=_under_a_file),
+    E("cache-unwritable", "a cache folder that cannot be written", "cannot access ", "Fix: make sure that folder exists",
+      *FEW, setup=_cache_under_a_file),
     E("report-out-unwritable", "transferlab-report DIR --out into a folder that cannot be written", "cannot write the report into",
       "Fix: pass --out DIR, a folder you can write", command="report", setup=_report_under_a_file),
     # nothing lost: a bad input aimed at a finished run's folder leaves its result as it was

@@ -25,6 +25,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from cases import BASE, CASES, FEW, README, Case, RunsCode, markdown_table, readme_block
 from conftest import make_cfg
+from transferlab.command_line import one_line_warnings
 from transferlab.config.schema import BackboneConfig
 from transferlab.errors import TrainingDiverged, TransferlabError, WeightsError
 from transferlab.files import write_json_atomic
@@ -185,6 +186,15 @@ def test_help_describes_the_command_its_groups_and_examples(tmp_path: Path, monk
     assert "sweep/wandb" not in ran.output and "lr_search" not in groups  # W&B's sweep files are no Hydra group
     examples = ran.output.split("== Examples ==")[1].split("==")[0]
     assert examples.count("transferlab-train ") == 3
+
+
+def test_the_package_warnings_print_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # put back after
+    one_line_warnings()
+    ours = warnings.formatwarning("gradual: fix it", UserWarning, "/x/src/transferlab/run/checks.py", 3, "warnings.warn(…)")
+    theirs = warnings.formatwarning("deprecated", UserWarning, "/x/site-packages/lightning/a.py", 3, "warnings.warn(…)")
+    assert ours == "transferlab: warning: gradual: fix it\n"
+    assert theirs.startswith("/x/site-packages/lightning/a.py:3:") and "transferlab: warning" not in theirs
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders (the case table has a folder that "
