@@ -56,6 +56,14 @@ def test_each_dataset_kind_has_its_own_keys(tmp_path: Path) -> None:
     assert check_config(make_cfg(tmp_path, "dataset=cifar10")).dataset.tv_name == "CIFAR10"  # type: ignore[attr-defined]
 
 
+def test_the_cheap_checks_need_no_data_and_no_model(tmp_path: Path) -> None:
+    """check_config alone refuses what it can know from the config: before any data loads or a backbone is built."""
+    for override, message in [("backbone.name=resnet1", "is not a timm model"), ("head.activation=swishy", "is unknown"),
+                              ("optimizer.lr=-1", "must be a positive number"), ("dataset.batch_size=0", "must be ≥ 1")]:
+        with pytest.raises(ConfigError, match=message):
+            check_config(make_cfg(tmp_path, override))
+
+
 def test_a_strategy_is_typed_by_its_policy_class(tmp_path: Path) -> None:
     policy = build_run(make_cfg(tmp_path, "backbone.name=test_resnet", "backbone.weights=null", "strategy=gradual",
                                 "strategy.milestones=['1',2]", "dataset.per_class=2")).policy
