@@ -1,32 +1,41 @@
-"""Bad configurations and files: each gets a clear error (what is wrong, how to fix it), and the run
-leaves no partial or misleading record (no result.json, or a valid one with status "failed").
+"""Bad configurations and files: each gets a clear error (what is wrong, how to fix it) or a warning that
+names the fix, with no traceback, and the run leaves no partial or misleading record (no result.json, or a
+valid one with status "failed"; a finished run's result.json is never overwritten).
 
-Folder/manifest dataset files are covered by the dataset tests.
+The cases are the table in ``tests/cases.py`` (also the README's); each runs through the command line, in
+this process (Hydra's app, stdout and stderr captured). Folder/manifest dataset files are covered in
+more detail by the dataset tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
-import random
-import re
-from collections.abc import Callable
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import timm
 import torch
-from safetensors.torch import save_file
+from hydra.core.global_hydra import GlobalHydra
 
+from cases import BASE, CASES, FEW, README, Case, RunsCode, markdown_table, readme_block
 from conftest import make_cfg
-from transferlab.errors import ConfigError, DataError, TrainingDiverged, TransferlabError, WeightsError
-from transferlab.model.module import TransferModule
+from transferlab.command_line import one_line_warnings
+from transferlab.config.schema import BackboneConfig
+from transferlab.errors import TrainingDiverged, TransferlabError, WeightsError
 from transferlab.files import write_json_atomic
 from transferlab.identity import config_hash
+from transferlab.model.module import RunChoices, TransferModule
+from transferlab.report.cli import main as report_main
+from transferlab.run.checks import check_machine, cpu_cores, has_gpu
 from transferlab.run.inputs import inputs_fingerprint
 from transferlab.run.lifecycle import train
-
-BASE = ["backbone.name=test_resnet", "backbone.weights=null"]
+from transferlab.train import main as train_main
 
 
 def assert_no_misleading_record(out: Path) -> dict | None:
@@ -40,98 +49,175 @@ def assert_no_misleading_record(out: Path) -> dict | None:
     return record
 
 
-# ---- config values ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("overrides", "error", "pattern"),
-    [
-        (["backbone.name=resnet1"], ConfigError, r"not a timm model\. Did you mean: .*resnet18"),
-        (["backbone.name=vit_smal_patch16_224"], ConfigError, r"Did you mean: vit_small_patch16_224"),
-        (["dataset.fraction=0"], ConfigError, r"dataset.fraction=0.* must be in \(0, 1\]"),
-        (["dataset.fraction=1.5"], ConfigError, r"dataset.fraction=1.5 must be in \(0, 1\]"),
-        (["dataset.fraction=0.001"], DataError, r"leaves class '0' .* with no example. Fix: use dataset.fraction ≥"),
-        (["dataset.per_class=1000"], DataError, r"per_class=1000 but class .* has only \d+ training examples. Fix"),
-        (["dataset.num_classes=7"], DataError, r"num_classes=7 but the data has 10 classes.*Fix: set dataset.num_classes=10"),
-        (["dataset.batch_size=0"], ConfigError, r"dataset.batch_size=0 must be ≥ 1"),
-        (["strategy=finetune", "strategy.unfreeze_top_k=6"], ConfigError, r"unfreeze_top_k=6, but this backbone has 5 blocks.*0\.\.5"),
-        (["strategy=nonsense"], Exception, r"nonsense"),
-        (["strategy=finetune", "+strategy.unfreeze_top_kk=2"], ConfigError, r"unfreeze_top_kk.*Remove or rename the unknown strategy"),
-        (["head.dropout=1.5"], ConfigError, r"head.dropout=1.5 must be in \[0, 1\)"),
-        (["head.activation=swishy"], ConfigError, r"head.activation='swishy' is unknown; choose one of"),
-        (["optimizer.lr=-0.1"], ConfigError, r"optimizer.lr=-0.1 must be a positive number"),
-        (["optimizer.name=adamz"], ConfigError, r"optimizer.name='adamz' is unknown; choose one of \['adam', 'adamw', 'sgd'\]"),
-        (["trainer.max_epochz=3"], Exception, r"max_epochz"),
-        (["+trainer.max_epochz=3"], ConfigError, r"trainer: .*max_epochz.*Use Lightning Trainer argument names"),
-        (["backbone.weights=/no/such/file.safetensors"], WeightsError, r"file not found.*\.safetensors or \.pth"),
-    ],
-)
-def test_bad_config_gets_a_clear_error(tmp_path: Path, overrides: list[str], error: type, pattern: str) -> None:
+@dataclass
+class Ran:
+    """What a command printed and returned, and the warnings it gave."""
+
+    code: int
+    output: str  # stdout and stderr
+    warned: str  # the warnings' messages, one a line
+
+
+@contextlib.contextmanager
+def _in_process(monkeypatch: pytest.MonkeyPatch, tmp: Path, debug: bool = False) -> Iterator[list[warnings.WarningMessage]]:
+    """A command run here as from a shell in ``tmp``: its environment (``debug``: TRANSFERLAB_DEBUG=1), its
+    warnings recorded, and Hydra's and logging's state put back after."""
+    monkeypatch.chdir(tmp)
+    monkeypatch.setenv("TRANSFERLAB_RUNS", str(tmp / "runs"))
+    monkeypatch.setenv("TRANSFERLAB_CACHE", str(tmp / "cache"))
+    for flag in ("TRANSFERLAB_DEBUG", "HYDRA_FULL_ERROR"):
+        monkeypatch.delenv(flag, raising=False)
+    if debug:
+        monkeypatch.setenv("TRANSFERLAB_DEBUG", "1")
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
     try:
-        cfg = make_cfg(tmp_path, *BASE, *overrides)
-    except Exception as err:  # Hydra itself rejects some overrides (unknown group option or key)
-        assert error is Exception, f"compose failed unexpectedly: {err}"
-        assert re.search(pattern, str(err)), str(err)
-        return
-    with pytest.raises(error, match=pattern):
-        train(cfg, tmp_path / "run")
-    assert_no_misleading_record(tmp_path / "run")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        GlobalHydra.instance().clear()
+        root.handlers[:], root.level = saved
 
 
-# ---- weights files ---------------------------------------------------------------------------------
-class _RunsCode:
-    """Unpickling this calls ``open(marker, "w")``: proof that pickled code ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Callable[..., object], tuple[str, str]]:
-        return (open, (str(self.marker), "w"))
-
-
-def _resnet_state() -> dict[str, torch.Tensor]:
-    return {k: v.contiguous() for k, v in timm.create_model("test_resnet", num_classes=0).state_dict().items()}
-
-
-def _other_architecture(path: Path, marker: Path) -> None:
-    torch.save(timm.create_model("test_efficientnet", num_classes=0).state_dict(), path)
+def run_command(main: Callable[..., object], argv: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture,
+                tmp: Path, debug: bool = False) -> Ran:
+    """``main`` (an entry point) with ``argv`` as its command line."""
+    capfd.readouterr()
+    with _in_process(monkeypatch, tmp, debug) as caught:
+        monkeypatch.setattr(sys, "argv", argv)
+        try:
+            code = main(argv[1:]) if main is report_main else main()
+        except SystemExit as exit_:
+            code = exit_.code
+    out = capfd.readouterr()
+    return Ran(int(code or 0), out.out + out.err, "\n".join(str(w.message) for w in caught))
 
 
-def _random_bytes(path: Path, marker: Path) -> None:
-    path.write_bytes(random.Random(path.name).randbytes(4096))  # fixed bytes: the same error path every run
+def transferlab_train(args: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture, tmp: Path,
+                      debug: bool = False) -> Ran:
+    return run_command(train_main, ["transferlab-train", *args], monkeypatch, capfd, tmp, debug)
 
 
-def _pickle_with_code(path: Path, marker: Path) -> None:
-    torch.save({**_resnet_state(), "extra": _RunsCode(marker)}, path)
+def _train_case(case: Case, tmp: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> Ran:
+    extra = case.setup(tmp) if case.setup else []
+    args = [*BASE, *case.args, *extra]
+    if case.keeps:  # a finished run first, in the folder the bad input is aimed at
+        folder = f"hydra.run.dir={tmp / 'done'}"
+        assert transferlab_train([*BASE, *FEW, folder], monkeypatch, capfd, tmp).code == 0
+        before = (tmp / "done" / "result.json").read_text()
+        ran = transferlab_train([*BASE, *FEW, *case.args, folder], monkeypatch, capfd, tmp)
+        assert (tmp / "done" / "result.json").read_text() == before, "the finished result changed"
+        return ran
+    return transferlab_train(args, monkeypatch, capfd, tmp)
 
 
-def _nan_values(path: Path, marker: Path) -> None:
-    state = _resnet_state()
-    state["conv1.0.weight"][0, 0] = float("nan")
-    save_file(state, str(path))
+def _report_case(case: Case, tmp: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> Ran:
+    assert transferlab_train([*BASE, *FEW, f"hydra.run.dir={tmp / 'done'}"], monkeypatch, capfd, tmp).code == 0
+    extra = case.setup(tmp) if case.setup else []
+    return run_command(report_main, ["transferlab-report", str(tmp / "done"), *case.args, *extra], monkeypatch, capfd, tmp)
 
 
-@pytest.mark.parametrize(
-    ("name", "make", "error", "pattern"),
-    [
-        ("effnet.pth", _other_architecture, WeightsError, r"does not fit backbone ResNet: \d+ missing keys .*Fix: use weights saved from the same backbone"),
-        ("corrupt.safetensors", _random_bytes, WeightsError, r"cannot read weights from .*corrupt.safetensors: it is damaged or not a weights file.*Fix: give a \.safetensors file"),
-        ("corrupt.pth", _random_bytes, WeightsError, r"cannot read weights from .*corrupt.pth: it is damaged or not a (file of tensors|weights file).*Fix: give"),
-        ("code.pth", _pickle_with_code, WeightsError, r"cannot read weights from .*code.pth: it holds pickled Python objects.*never loaded.*Unsupported global: GLOBAL (builtins|io)\.open\)"),
-        ("nan.safetensors", _nan_values, WeightsError, r"NaN or infinite values in 1 tensors \['conv1.0.weight'\].*Fix"),
-    ],
-)
-def test_bad_weights_file_gets_a_clear_error(tmp_path: Path, name: str, make: Callable, error: type, pattern: str) -> None:
-    path, marker = tmp_path / name, tmp_path / "pickled-code-ran"
-    make(path, marker)
-    cfg = make_cfg(tmp_path, "backbone.name=test_resnet", f"backbone.weights={path}", "strategy=finetune")
-    with pytest.raises(error, match=pattern):
-        train(cfg, tmp_path / "run")
-    assert not marker.exists(), "loading the weights file executed pickled code"
-    assert_no_misleading_record(tmp_path / "run")
+def _devices_case(case: Case, tmp: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> Ran:
+    """More CPU processes than cores: the check alone (the run itself would start them all)."""
+    cfg = make_cfg(tmp, *BASE, f"trainer.devices={cpu_cores() + 1}", "+trainer.strategy=ddp")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_machine(cfg, fits=True)
+    return Ran(0, "", "\n".join(str(w.message) for w in caught))
+
+
+#: how each kind of case runs (a new kind of case: a runner here, its name in the case's ``command``)
+RUNNERS: dict[str, Callable[[Case, Path, pytest.MonkeyPatch, pytest.CaptureFixture], Ran]] = {
+    "train": _train_case,
+    "report": _report_case,
+    "devices": _devices_case,
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gets_a_clear_message(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capfd: pytest.CaptureFixture, one_thread: None) -> None:
+    if case.id == "gpu-without-gpu" and has_gpu():
+        pytest.skip("this machine has a GPU")
+    ran = RUNNERS[case.command](case, tmp_path, monkeypatch, capfd)
+    assert "Traceback" not in ran.output, ran.output[-3000:]
+    said = ran.output if case.outcome == "error" else ran.warned
+    assert case.key in said and case.fix in said, f"expected {case.key!r} and {case.fix!r} in:\n{said[-3000:]}"
+    if case.outcome == "error":
+        assert ran.code != 0, ran.output[-2000:]
+        for record in tmp_path.rglob("result.json"):
+            if record.parent.name != "done":  # the finished run of a `keeps` case (checked by its runner)
+                assert_no_misleading_record(record.parent)
+    else:
+        assert ran.code == 0, ran.output[-3000:]
+        assert "transferlab: warning: " not in ran.output or case.key in ran.output
+    assert not list(tmp_path.rglob("pickled-code-ran")), "loading a file executed pickled code"
+
+
+def test_the_table_has_60_cases_and_the_readme_shows_it() -> None:
+    assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
+    assert {c.outcome for c in CASES} == {"error", "warning"}
+    assert readme_block(README.read_text()) == markdown_table(), "README table outdated: run python tests/cases.py"
+
+
+def test_the_quoted_unicode_path_the_message_suggests_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capfd: pytest.CaptureFixture, one_thread: None) -> None:
+    unquoted = next(c for c in CASES if c.id == "unicode-unquoted")
+    assert unquoted.setup is not None
+    root = unquoted.setup(tmp_path)[0].split("=", 1)[1]
+    ran = transferlab_train([*BASE, *FEW, "dataset=folder", f'dataset.root="{root}"'], monkeypatch, capfd, tmp_path)
+    assert ran.code == 0 and "transferlab: done:" in ran.output, ran.output[-3000:]
+
+
+def test_a_debug_flag_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    quiet = transferlab_train([*BASE, "optimizer.lr=abc"], monkeypatch, capfd, tmp_path)
+    assert quiet.code == 2 and "Traceback" not in quiet.output
+    ran = transferlab_train([*BASE, "optimizer.lr=abc"], monkeypatch, capfd, tmp_path, debug=True)
+    assert ran.code != 0 and "Traceback" in ran.output and "optimizer.lr='abc' is not a number" in ran.output
+
+
+def test_help_describes_the_command_its_groups_and_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capfd: pytest.CaptureFixture) -> None:
+    ran = transferlab_train(["--help"], monkeypatch, capfd, tmp_path)
+    assert ran.code == 0 and ran.output.startswith("transferlab-train: train and evaluate one transfer-learning run")
+    groups = ran.output.split("== Config groups")[1].split("== Examples ==")[0]
+    for group in ("backbone", "budget", "dataset", "experiment", "head", "logger", "optimizer", "strategy", "sweep", "trainer"):
+        assert f"\n  {group}: " in groups, group
+    assert "sweep/wandb" not in ran.output and "lr_search" not in groups  # W&B's sweep files are no Hydra group
+    examples = ran.output.split("== Examples ==")[1].split("==")[0]
+    assert examples.count("transferlab-train ") == 3
+
+
+def test_the_package_warnings_print_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # put back after
+    one_line_warnings()
+    ours = warnings.formatwarning("gradual: fix it", UserWarning, "/x/src/transferlab/run/checks.py", 3, "warnings.warn(…)")
+    theirs = warnings.formatwarning("deprecated", UserWarning, "/x/site-packages/lightning/a.py", 3, "warnings.warn(…)")
+    assert ours == "transferlab: warning: gradual: fix it\n"
+    assert theirs.startswith("/x/site-packages/lightning/a.py:3:") and "transferlab: warning" not in theirs
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders (the case table has a folder that "
+                                              "cannot be created, for root too)")
+def test_read_only_folders_get_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture) -> None:
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    try:
+        ran = transferlab_train([*BASE, f"paths.runs_dir={read_only / 'runs'}"], monkeypatch, capfd, tmp_path)
+        assert ran.code == 2 and "cannot write the output folder" in ran.output and "Traceback" not in ran.output
+        assert transferlab_train([*BASE, *FEW, f"hydra.run.dir={tmp_path / 'done'}"], monkeypatch, capfd, tmp_path).code == 0
+        report = run_command(report_main, ["transferlab-report", str(tmp_path / "done"), "--out", str(read_only / "report")],
+                             monkeypatch, capfd, tmp_path)
+        assert report.code == 2 and "cannot write the report into" in report.output and "Traceback" not in report.output
+    finally:
+        read_only.chmod(0o755)
 
 
 # ---- resume checkpoints in the run folder --------------------------------------------------------
 def _module(backbone: str = "test_resnet", num_classes: int = 10) -> TransferModule:
-    return TransferModule(backbone=backbone, num_classes=num_classes, input_size=32)
+    return TransferModule(BackboneConfig(name=backbone), RunChoices(num_classes=num_classes, input_size=32))
 
 
 def _ckpt_of(module: TransferModule) -> dict:
@@ -147,7 +233,7 @@ def _ckpt_other_class_count(path: Path, marker: Path) -> None:
 
 
 def _ckpt_with_code(path: Path, marker: Path) -> None:
-    torch.save({**_ckpt_of(_module()), "loops": _RunsCode(marker)}, path)
+    torch.save({**_ckpt_of(_module()), "loops": RunsCode(marker)}, path)
 
 
 def _ckpt_truncated(path: Path, marker: Path) -> None:

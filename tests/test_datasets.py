@@ -413,18 +413,20 @@ def test_cached_feature_run_ignores_augmentation(tmp_path):
 
 
 def test_mixup_soft_targets_with_odd_batch():
-    from transferlab.model.module import TransferModule
+    from transferlab.config.schema import BackboneConfig
+    from transferlab.model.module import RunChoices, TransferModule
 
-    module = TransferModule("test_resnet", num_classes=3, mixup={"mixup_alpha": 0.4}, label_smoothing=0.0)
+    resnet = BackboneConfig(name="test_resnet")
+    module = TransferModule(resnet, RunChoices(num_classes=3, mixup={"mixup_alpha": 0.4}))
     x, y = torch.randn(5, 3, 16, 16), torch.tensor([0, 1, 2, 1, 0])
     mixed, soft = module._mix(x.clone(), y)
     assert mixed.shape == x.shape and soft.shape == (5, 3)
     assert torch.allclose(soft.sum(1), torch.ones(5))
     assert torch.equal(soft[4], torch.tensor([1.0, 0.0, 0.0])) and torch.equal(mixed[4], x[4])  # odd one out: unmixed
     assert not torch.equal(mixed[:4], x[:4])
-    assert TransferModule("test_resnet", num_classes=3, mixup={}).mixup is None
+    assert TransferModule(resnet, RunChoices(num_classes=3, mixup={})).mixup is None
     with pytest.raises(ConfigError, match=r"dataset.mixup=.*Mixup rejects it"):
-        TransferModule("test_resnet", num_classes=3, mixup={"mixup_alpha": 0.2, "alpha": 1.0})
+        TransferModule(resnet, RunChoices(num_classes=3, mixup={"mixup_alpha": 0.2, "alpha": 1.0}))
 
 
 def test_loader_settings_auto():

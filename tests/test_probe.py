@@ -157,7 +157,7 @@ def test_non_finite_features_and_bad_options_are_clear_errors() -> None:
         fit_probe(train, (val_bad, val[1]), 6, ProbeOptions())
     with pytest.raises(DataError, match=r"no example of class\(es\) \[6\]"):
         fit_probe(train, val, 7, ProbeOptions())
-    with pytest.raises(ConfigError, match=r"strategy.probe: unknown key\(s\) \['l2_grid'\]"):
+    with pytest.raises(ConfigError, match=r"strategy.probe.l2_grid \(did you mean strategy.probe.grid\?\): not a key of strategy.probe"):
         ProbeOptions.from_config({"l2_grid": 3})
     with pytest.raises(ConfigError, match=r"class_weight='weighted' is unknown"):
         ProbeOptions.from_config({"class_weight": "weighted"})

@@ -106,7 +106,7 @@ def test_the_test_split_never_chooses_the_head(tmp_path: Path) -> None:
     (["strategy=lp_ft", "strategy.solver=lbfgs", "head=mlp"], r"strategy.solver=lbfgs: .*head=mlp"),
     (["strategy.probe.class_weight=balanced", "head=mlp"], r"class_weight=balanced applies to the L-BFGS probe.*strategy.solver=lbfgs"),
     (["strategy.solver=newton"], r"strategy.solver='newton' is unknown"),
-    (["+strategy.probe.l2_steps=3"], r"strategy.probe: unknown key"),
+    (["+strategy.probe.l2_steps=3"], r"strategy.probe.l2_steps.*: not a key of strategy.probe"),
 ], ids=["mlp", "dropout", "augment", "uncached", "lp_ft-mlp", "class_weight-sgd", "unknown-solver", "unknown-key"])
 def test_lbfgs_where_it_cannot_apply_is_refused_before_anything_slow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                      overrides: list[str], match: str) -> None:
@@ -128,7 +128,8 @@ def test_auto_trains_an_mlp_head_with_sgd_and_a_linear_one_with_lbfgs(tmp_path: 
 
 def test_one_example_per_class_and_balanced_class_weight(tmp_path: Path) -> None:
     out = tmp_path / "one"
-    metrics = train(make_cfg(tmp_path, "dataset.per_class=1", "strategy.probe.class_weight=balanced"), out_dir=out)
+    metrics = train(make_cfg(tmp_path, "dataset.fraction=1.0", "dataset.per_class=1", "strategy.probe.class_weight=balanced"),
+                    out_dir=out)  # the base sets fraction 0.2: per_class alone with fraction at its default
     record = read_result(out)
     assert record["n_train"] == 10 and record["probe"]["class_weight"] == "balanced" and record["probe"]["converged"]
     assert np.isfinite(metrics["test/acc"]) and metrics["val/acc_best"] == pytest.approx(record["probe"]["val_acc"], abs=1e-6)
@@ -215,7 +216,7 @@ def test_metrics_stay_apart_after_an_all_correct_first_batch() -> None:
     with acc_top5 (a wrong F1 on one device, a deadlock across DDP ranks that merged differently)."""
     import torchmetrics
 
-    module = transferlab.model.module.TransferModule("test_resnet", num_classes=10)
+    module = transferlab.model.module.TransferModule({"name": "test_resnet"}, {"num_classes": 10})
     y = torch.arange(10)
     batches = [torch.nn.functional.one_hot(y, 10).float(), torch.randn(10, 10, generator=torch.Generator().manual_seed(0))]
     reference = torchmetrics.classification.MulticlassF1Score(10, average="macro")

@@ -243,8 +243,8 @@ def test_secrets_never_reach_a_file_the_run_writes(tmp_path: Path) -> None:
     secret = "secret-ABCDEFGH123"
     out = tmp_path / "run"
     args = _cli_args(tmp_path, out, "backbone.name=test_resnet", "backbone.weights=null", "strategy=linear_probe",
-                     "dataset.fraction=0.1", "logger=wandb", f"+dataset.note=made-with-{secret}",
-                     "+logger.api_key=${oc.env:WANDB_API_KEY}", "+extra.hf_token=hf-not-in-env-but-named-token")
+                     "dataset.fraction=0.1", "logger=wandb", f"+extra.note=made-with-{secret}",  # groups are closed: annotations go on top
+                     "+extra.api_key=${oc.env:WANDB_API_KEY}", "+extra.hf_token=hf-not-in-env-but-named-token")
     proc = subprocess.run([sys.executable, "-m", "transferlab.train", *args],
                           env=_env(tmp_path, WANDB_API_KEY=secret), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

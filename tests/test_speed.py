@@ -12,7 +12,8 @@ from hydra import compose, initialize_config_dir
 
 import transferlab.run.lifecycle
 from transferlab.errors import ConfigError
-from transferlab.model.module import TransferModule
+from transferlab.config.schema import BackboneConfig
+from transferlab.model.module import RunChoices, TransferModule
 from conftest import read_result
 from transferlab.run.lifecycle import train
 from transferlab.run.trainer import autocast_dtype
@@ -48,7 +49,7 @@ def test_autocast_dtype_follows_lightning_precision() -> None:
 
 
 def test_channels_last_reaches_weights_and_inputs() -> None:
-    module = TransferModule("test_resnet", num_classes=3, channels_last=True)
+    module = TransferModule(BackboneConfig(name="test_resnet", channels_last=True), RunChoices(num_classes=3))
     seen = []
     module.backbone.register_forward_pre_hook(lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
     module(torch.randn(2, 3, 32, 32))
@@ -62,7 +63,7 @@ def test_grad_checkpointing_gives_the_same_gradients() -> None:
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
     for ckpt in (False, True):
         torch.manual_seed(0)
-        module = TransferModule("test_resnet", num_classes=3, grad_checkpointing=ckpt)
+        module = TransferModule(BackboneConfig(name="test_resnet", grad_checkpointing=ckpt), RunChoices(num_classes=3))
         assert module.backbone.grad_checkpointing is ckpt
         module.criterion(module(x), y).backward()
         grads.append({n: p.grad for n, p in module.named_parameters()})
@@ -79,7 +80,7 @@ def test_grad_checkpointing_unsupported_is_a_config_error(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(timm.models.resnet.ResNet, "set_grad_checkpointing", unsupported)
     with pytest.raises(ConfigError, match="grad_checkpointing"):
-        TransferModule("test_resnet", num_classes=3, grad_checkpointing=True)
+        TransferModule(BackboneConfig(name="test_resnet", grad_checkpointing=True), RunChoices(num_classes=3))
 
 
 def test_benchmark_runs_small_on_cpu(tmp_path: Path) -> None:

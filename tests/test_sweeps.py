@@ -123,7 +123,7 @@ def test_strategy_x_fraction_multirun_one_result_and_one_wandb_run_per_job(tmp_p
         assert run.config["dataset"]["fraction"] == 0.1
         assert run.config["backbone"]["name"] == "test_resnet"
         assert run.config["optimizer"]["name"] == "adamw"
-        assert run.config["module"]["backbone"] == "test_resnet"
+        assert run.config["module"]["backbone"]["name"] == "test_resnet"  # the typed groups, as plain dicts
         # final metrics and the record's path in the summary; the run was finished, and cleanly
         for key in ("test/acc", "test/f1_macro", "val/acc_best"):
             assert run.summary[key] == pytest.approx(record["metrics"][key])
@@ -428,11 +428,11 @@ def test_failed_job_finishes_its_wandb_run_and_the_next_job_gets_its_own(tmp_pat
     assert failed["status"] == "failed" and failed["wandb"]["mode"] == "offline"
 
     monkeypatch.setattr(pl.Trainer, "fit", real_fit)
-    train(_wandb_cfg(tmp_path, "seed=1", "+logger.api_key=tok-0123456789abcdef"), tmp_path / "next")
+    train(_wandb_cfg(tmp_path, "seed=1", "+extra.api_key=tok-0123456789abcdef"), tmp_path / "next")
     done = json.loads((tmp_path / "next" / "result.json").read_text())
     assert done["wandb"]["id"] != failed["wandb"]["id"]
     first, second = read_run(Path(failed["wandb"]["dir"])), read_run(Path(done["wandb"]["dir"]))
     assert first.exit_code == 1 and "test/acc" not in first.summary
     assert second.exit_code == 0 and second.config["seed"] == 1 and "test/acc" in second.summary
-    assert second.config["logger"]["api_key"] == "***"  # secrets never reach the run config
+    assert second.config["extra"]["api_key"] == "***"  # secrets never reach the run config
     assert "tok-0123456789abcdef" not in (tmp_path / "next" / "result.json").read_text()

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from transferlab.errors import TransferlabError
+from transferlab.command_line import config_groups, error, one_line_warnings, os_error_message, unparsable_override
+from transferlab.errors import TransferlabError, debugging
 from transferlab.failures import note_failure
 from transferlab.files import atomic_write
 from transferlab.naming import RESOLVER  # noqa: F401 - registered on import: it names the run folders
@@ -54,6 +55,10 @@ def redact_hydra_files() -> None:
             log.warning("could not check %s for secrets: %s", path, err)
 
 
+# `${tl.config_groups:}` in conf/hydra/help/transferlab.yaml: the groups --help lists
+OmegaConf.register_new_resolver("tl.config_groups", lambda: config_groups(Path(config_dir())), replace=True)
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """Run ``train(cfg)``; return the optimised metric (for sweepers)."""
@@ -64,13 +69,19 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except SIGTERMException:  # recorded as interrupted; exit as a process killed by SIGTERM (Lightning exits 0)
         raise SystemExit(128 + signal.SIGTERM) from None
     except Exception as err:  # noqa: BLE001 - in a multirun any job's error is listed at its end, not raised
-        if not isinstance(err, TransferlabError) and not is_multirun():
+        expected = isinstance(err, (TransferlabError, OSError))  # bad input, or a folder that cannot be written
+        if debugging() or (not expected and not is_multirun()):
             raise
-        if not isinstance(err, TransferlabError):
+        if not expected:
             traceback.print_exc()  # an unexpected error (a bug): its traceback, then the sweep goes on
         where = f"[rank {rank()}] " if rank() else ""
-        message = str(err) if isinstance(err, TransferlabError) else f"{type(err).__name__}: {err}"
-        print(f"transferlab: error: {where}{message}", file=sys.stderr)
+        if isinstance(err, TransferlabError):
+            message = str(err)
+        elif isinstance(err, OSError):
+            message = os_error_message(err)
+        else:
+            message = f"{type(err).__name__}: {err}"
+        error(where + message)
         if is_multirun():
             if rank() == 0:
                 note_failure(message)  # the multirun lists its failed jobs when all have run, then exits 1
@@ -91,6 +102,11 @@ def main() -> None:
             "checkout (`pip install -e .`) or set TRANSFERLAB_CONFIG_DIR=/path/to/conf.",
             file=sys.stderr,
         )
+        raise SystemExit(2)
+    one_line_warnings()
+    problem = unparsable_override(sys.argv[1:])
+    if problem:
+        error(problem)
         raise SystemExit(2)
     _hydra_main()
 

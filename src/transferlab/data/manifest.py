@@ -103,8 +103,28 @@ def _row_paths(table: Any, base: Path) -> list[str]:
     ]
 
 
+def _check_duplicates(paths: list[str], splits: np.ndarray, labels: np.ndarray, file: Path) -> None:
+    """An image listed twice in one split: with two labels a DataError, else a warning (each copy trains)."""
+    rows: dict[tuple[str, str], list[int]] = {}
+    for i, key in enumerate(zip(paths, splits)):
+        rows.setdefault(key, []).append(i)
+    repeated = {key: r for key, r in rows.items() if len(r) > 1}
+    if not repeated:
+        return
+    conflicting = [(key, r) for key, r in repeated.items() if len({int(labels[i]) for i in r}) > 1]
+    (path, split), at = (conflicting or list(repeated.items()))[0]
+    example = f"{path} in {split} at rows {[i + 2 for i in at][:5]}"
+    if conflicting:
+        raise DataError(f"manifest {file}: {len(conflicting)} image(s) have two labels in one split (e.g. {example}). "
+                        "Fix: keep one row per image, with its right label.")
+    extra = sum(len(r) - 1 for r in repeated.values())
+    warnings.warn(f"manifest {file}: {extra} duplicate row(s) list an image again in the same split (e.g. {example}); "
+                  "every copy is used, so those images count more. Fix: remove the duplicate rows.", stacklevel=4)
+
+
 def _split_files(paths: list[str], splits: np.ndarray, labels: np.ndarray, file: Path) -> FileParts:
-    """Each split's files and class indices; warns when a file is in more than one split."""
+    """Each split's files and class indices; warns when a file is in more than one split, or twice in one."""
+    _check_duplicates(paths, splits, labels, file)
     seen: dict[str, str] = {}
     leaks = 0
     for p, s in zip(paths, splits):

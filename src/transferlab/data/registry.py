@@ -3,51 +3,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from transferlab.data.digits import digits_fingerprint, digits_splits
-from transferlab.data.folder import folder_fingerprint, folder_splits
-from transferlab.data.glyphs import glyph_fingerprint, glyph_splits
-from transferlab.data.manifest import manifest_fingerprint, manifest_splits
+from transferlab.config.datasets import DatasetConfig
 from transferlab.data.splits import DatasetSplits
-from transferlab.data.torchvision_sets import torchvision_fingerprint, torchvision_splits
-from transferlab.errors import ConfigError, DataError
+from transferlab.errors import DataError
 
-
-@dataclass(frozen=True)
-class Source:
-    """A dataset source. Both take the dataset config's keys as arguments: ``splits`` loads the data,
-    ``fingerprint`` names it without loading (``data.fingerprint``: names, versions and file stamps)."""
-
-    splits: Callable[..., DatasetSplits]
-    fingerprint: Callable[..., dict[str, Any]]
-
-
-#: dataset sources by ``dataset.kind``
-DATASETS: dict[str, Source] = {
-    "digits": Source(digits_splits, digits_fingerprint),
-    "glyphs": Source(glyph_splits, glyph_fingerprint),
-    "folder": Source(folder_splits, folder_fingerprint),
-    "manifest": Source(manifest_splits, manifest_fingerprint),
-    "torchvision": Source(torchvision_splits, torchvision_fingerprint),
+#: where a dataset kind's classes come from, and how to give it more (for the one-class message)
+_CLASS_SOURCES: dict[str, tuple[str, str]] = {
+    "folder": ("the folder dataset.root={root}", "add a sub-folder of images per class under {root} (ROOT/<class>/<image>)"),
+    "manifest": ("the manifest dataset.path={path}", "give the rows of {path} labels of 2 or more classes"),
+    "digits": ("dataset.labels={labels}", "dataset.labels=[5,6,7,8,9] (two or more digits), or null for all ten"),
 }
 
 
-def source_of(dataset_cfg: Mapping[str, Any]) -> Source:
-    """The source of a ``dataset`` config (``dataset.kind``, else its name)."""
-    kind = dataset_cfg.get("kind", dataset_cfg.get("name"))
-    if kind not in DATASETS:
-        raise ConfigError(f"dataset.kind={kind!r} is unknown; choose one of {sorted(DATASETS)}.")
-    return DATASETS[kind]
+def _one_class_error(kind: str, dataset_cfg: Mapping[str, Any], names: list[str]) -> DataError:
+    where, fix = _CLASS_SOURCES.get(kind, (f"dataset {kind!r}", "give it data of 2 or more classes"))
+    return DataError(f"{where.format(**dataset_cfg)} has {len(names)} class {names}; a classifier needs at least 2. "
+                     f"Fix: {fix.format(**dataset_cfg)}.")
 
 
 def data_fingerprint(dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The identity of a ``dataset`` config's data, taken without loading it (see ``data.fingerprint``)."""
-    return source_of(dataset_cfg).fingerprint(**dataset_cfg)
+    return DatasetConfig.variant(dataset_cfg, "dataset").fingerprint(**dataset_cfg)
 
 
 def load_splits(dataset_cfg: Mapping[str, Any]) -> DatasetSplits:
@@ -56,7 +37,9 @@ def load_splits(dataset_cfg: Mapping[str, Any]) -> DatasetSplits:
     ``dataset.num_classes: null`` takes the class count from the data (``len(splits.class_names)``).
     """
     kind = dataset_cfg.get("kind", dataset_cfg.get("name"))
-    splits = source_of(dataset_cfg).splits(**dataset_cfg)
+    splits = DatasetConfig.variant(dataset_cfg, "dataset").builder(**dataset_cfg)
+    if len(splits.class_names) < 2:
+        raise _one_class_error(str(kind), dataset_cfg, list(splits.class_names))
     expected = dataset_cfg.get("num_classes")
     if expected is not None and int(expected) != len(splits.class_names):
         raise DataError(

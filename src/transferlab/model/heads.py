@@ -17,6 +17,16 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+def check_head(hidden: Sequence[int], dropout: float, activation: str) -> None:
+    """Raise ConfigError naming the bad ``head.*`` value and the fix."""
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"head.activation={activation!r} is unknown; choose one of {sorted(ACTIVATIONS)}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"head.dropout={dropout} must be in [0, 1). Fix: head.dropout=0.5, or 0 for none.")
+    if any(int(h) <= 0 for h in hidden):
+        raise ConfigError(f"head.hidden={list(hidden)} must list positive layer widths. Fix: head.hidden=[128].")
+
+
 def build_head(
     in_features: int,
     num_classes: int,
@@ -25,14 +35,7 @@ def build_head(
     activation: str = "relu",
 ) -> nn.Sequential:
     """``[Dropout] Linear`` when ``hidden`` is empty; else ``(Linear, act, Dropout)×len(hidden)`` then Linear."""
-    if activation not in ACTIVATIONS:
-        raise ConfigError(
-            f"head.activation={activation!r} is unknown; choose one of {sorted(ACTIVATIONS)}."
-        )
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"head.dropout={dropout} must be in [0, 1).")
-    if any(int(h) <= 0 for h in hidden):
-        raise ConfigError(f"head.hidden={list(hidden)} must list positive layer widths, e.g. [128].")
+    check_head(hidden, dropout, activation)
     layers: list[nn.Module] = []
     width = in_features
     for h in hidden:

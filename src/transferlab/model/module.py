@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
@@ -13,62 +15,72 @@ from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from torch import nn
 
+from transferlab.config.schema import BackboneConfig, HeadConfig, OptimizerConfig
+from transferlab.config.typed import parse
 from transferlab.errors import ConfigError, TrainingDiverged
 from transferlab.model.backbone import backbone_blocks, create_backbone, load_weights_file
 from transferlab.model.heads import build_head
-from transferlab.model.optim import build_optimizer, check_optimizer, lr_schedule, param_groups
+from transferlab.model.optim import build_optimizer, lr_schedule, param_groups
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RunChoices:
+    """What a run decided for its model besides the config groups: the data's class count and input size,
+    the weights as resolved (None, ``"hub"`` or a file), the freeze policy's LR options, whether every
+    batch is pre-computed features (a linear probe on the feature cache: no mixup), and mixup's options."""
+
+    num_classes: int
+    input_size: int | None = None
+    weights: str | None = None
+    backbone_lr_scale: float = 1.0
+    layer_decay: float | None = None
+    input_is_features: bool = False
+    mixup: dict[str, Any] | None = None
+
+
+def _typed(cls: type[T], value: T | Mapping[str, Any] | None, key: str) -> T:
+    """A typed config object, from itself, a mapping (a checkpoint's hyperparameters) or None (defaults)."""
+    return value if isinstance(value, cls) else parse(cls, value, key)
 
 
 class TransferModule(pl.LightningModule):
     """A timm backbone (by name) with a linear or MLP head.
 
-    Takes plain values and builds its own parts. Which backbone blocks train is decided by a
-    freeze-policy callback (``transferlab.strategies``), which also gives ``backbone_lr_scale`` and
-    ``layer_decay``; every parameter is in the optimizer from the start (``transferlab.model.optim``).
-    A 2-D batch holds pre-computed pooled backbone features and only the head runs on it;
-    ``input_is_features=True`` says every batch is one (a linear probe on the feature cache: no mixup).
-    Speed: ``channels_last`` (CNNs, inputs too), ``compile`` (``torch.compile`` of the backbone) and
-    ``grad_checkpointing`` (timm's ``set_grad_checkpointing``); mixed precision is the Trainer's.
+    Built from the typed ``backbone``, ``head`` and ``optimizer`` config groups (``config.schema``) and the
+    run's ``RunChoices``: a new option is a field of its group's dataclass (and its YAML default), read
+    here, never copied. The hyperparameters saved in checkpoints and logged to W&B are those objects as
+    plain dicts (checkpoints load with ``weights_only=True``), and the module can be rebuilt from them.
+    Which backbone blocks train is decided by a freeze-policy callback (``transferlab.strategies``), which
+    also gives the LR options of ``RunChoices``; every parameter is in the optimizer from the start
+    (``transferlab.model.optim``). A 2-D batch holds pre-computed pooled backbone features and only the
+    head runs on it. Speed: ``backbone.channels_last`` (CNNs, inputs too), ``compile`` (``torch.compile``
+    of the backbone, not when every batch is features) and ``grad_checkpointing``; mixed precision is the
+    Trainer's.
     """
 
-    # a flat argument table (saved as the checkpoint's and W&B's hyperparameters), not logic
     def __init__(
         self,
-        backbone: str,
-        num_classes: int,
-        in_chans: int = 3,
-        input_size: int | None = None,
-        pool: str | None = None,
-        weights: str | None = None,
-        head_hidden: Sequence[int] = (),
-        head_dropout: float = 0.0,
-        head_activation: str = "relu",
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        optimizer_kwargs: dict[str, Any] | None = None,
-        backbone_lr_scale: float = 1.0,
-        layer_decay: float | None = None,
-        scheduler: str = "cosine",
-        warmup_epochs: float = 0.0,
-        label_smoothing: float = 0.0,
-        input_is_features: bool = False,
-        channels_last: bool = False,
-        compile: bool = False,
-        grad_checkpointing: bool = False,
-        backbone_kwargs: dict[str, Any] | None = None,
-        mixup: dict[str, Any] | None = None,
+        backbone: BackboneConfig | Mapping[str, Any],
+        choices: RunChoices | Mapping[str, Any],
+        head: HeadConfig | Mapping[str, Any] | None = None,
+        optimizer: OptimizerConfig | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        check_optimizer(optimizer, lr, weight_decay, scheduler)
-        if num_classes < 2:
-            raise ConfigError(f"dataset.num_classes={num_classes} must be at least 2.")
-        self.backbone = _build_backbone(self.hparams)
-        self.head = build_head(self.backbone.num_features, num_classes, head_hidden, head_dropout, head_activation)
+        self.backbone_cfg = _typed(BackboneConfig, backbone, "backbone")
+        self.choices = _typed(RunChoices, choices, "choices")
+        self.head_cfg = _typed(HeadConfig, head, "head")
+        self.optimizer_cfg = _typed(OptimizerConfig, optimizer, "optimizer")
+        parts = {"backbone": self.backbone_cfg, "choices": self.choices, "head": self.head_cfg, "optimizer": self.optimizer_cfg}
+        self.save_hyperparameters({name: dataclasses.asdict(part) for name, part in parts.items()})
+        num_classes, smoothing = self.choices.num_classes, float(self.optimizer_cfg.label_smoothing)
+        self.backbone = _build_backbone(self.backbone_cfg, self.choices, self.head_cfg.pool)
+        head_cfg = self.head_cfg
+        self.head = build_head(self.backbone.num_features, num_classes, head_cfg.hidden, head_cfg.dropout, head_cfg.activation)
         self.blocks = [["backbone." + n for n in block] for block in backbone_blocks(self.backbone)]
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.mixup = _mixup(mixup, num_classes, label_smoothing) if not input_is_features else None
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=smoothing)
+        self.mixup = _mixup(self.choices.mixup, num_classes, smoothing) if not self.choices.input_is_features else None
         self.soft_criterion = nn.CrossEntropyLoss()  # soft (mixed) targets already carry the smoothing
         metrics = _metrics(num_classes)
         self.train_metrics = metrics.clone(prefix="train/")
@@ -78,7 +90,7 @@ class TransferModule(pl.LightningModule):
     # ---- forward -------------------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled pre-logit features (timm ``num_classes=0`` forward)."""
-        if self.hparams.channels_last and x.dim() == 4:
+        if self.backbone_cfg.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
 
@@ -115,7 +127,7 @@ class TransferModule(pl.LightningModule):
         """
         assert self.mixup is not None
         n = len(x) - len(x) % 2
-        rest = mixup_target(y[n:], self.hparams.num_classes, 1.0, self.mixup.label_smoothing)
+        rest = mixup_target(y[n:], self.choices.num_classes, 1.0, self.mixup.label_smoothing)
         if n == 0:
             return x, rest
         mixed, soft = self.mixup(x[:n].clone(), y[:n])
@@ -147,16 +159,17 @@ class TransferModule(pl.LightningModule):
     # ---- parameters ----------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
         """All parameters, grouped: the head, then each backbone block (see ``transferlab.model.optim``)."""
-        hp = self.hparams
-        return param_groups(self, self.backbone, self.blocks, hp.lr, hp.weight_decay, hp.backbone_lr_scale, hp.layer_decay)
+        opt, choices = self.optimizer_cfg, self.choices
+        return param_groups(self, self.backbone, self.blocks, float(opt.lr), float(opt.weight_decay), choices.backbone_lr_scale,
+                            choices.layer_decay)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        optimizer = build_optimizer(hp.optimizer, self.param_groups(), hp.lr, hp.optimizer_kwargs, self.trainer.precision)
+        opt = self.optimizer_cfg
+        optimizer = build_optimizer(opt.name, self.param_groups(), float(opt.lr), dict(opt.kwargs), self.trainer.precision)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, int(self.trainer.max_epochs or 1))
-        warmup = int(round(hp.warmup_epochs * total / epochs))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(hp.scheduler, total, warmup))
+        warmup = int(round(float(opt.warmup_epochs) * total / epochs))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(opt.scheduler, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def parameter_counts(self) -> tuple[int, int]:
@@ -166,24 +179,25 @@ class TransferModule(pl.LightningModule):
         return trainable, total
 
 
-def _build_backbone(hp: Any) -> nn.Module:
-    """The headless timm backbone of the module's hyperparameters, with its weights and speed settings."""
+def _build_backbone(cfg: BackboneConfig, choices: RunChoices, pool: str | None) -> nn.Module:
+    """The headless timm backbone of the run (``pool``: the head's, timm's ``global_pool``), with its weights
+    and speed settings."""
     backbone = create_backbone(
-        hp.backbone, in_chans=hp.in_chans, input_size=hp.input_size, global_pool=hp.pool, hub_weights=hp.weights == "hub",
-        **(hp.backbone_kwargs or {}),
+        cfg.name, in_chans=cfg.in_chans, input_size=choices.input_size, global_pool=pool,
+        hub_weights=choices.weights == "hub", **cfg.kwargs,
     )
-    if hp.weights not in (None, "hub"):
-        load_weights_file(backbone, hp.weights)
-    if hp.channels_last:
+    if choices.weights not in (None, "hub"):
+        load_weights_file(backbone, choices.weights)
+    if cfg.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
-    if hp.grad_checkpointing:
+    if cfg.grad_checkpointing:
         try:
             backbone.set_grad_checkpointing(True)
         except (AttributeError, AssertionError, NotImplementedError) as err:
             raise ConfigError(
-                f"backbone.grad_checkpointing=true: {hp.backbone} does not support it ({err}); set it to false."
+                f"backbone.grad_checkpointing=true: {cfg.name} does not support it ({err}); set it to false."
             ) from err
-    if hp.compile:
+    if cfg.compile and not choices.input_is_features:  # on cached features the backbone runs once
         backbone.compile()  # in place: parameter names, checkpoints and freezing are unchanged
     return backbone
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from transferlab.config.typed import parse
 from transferlab.errors import ConfigError
 
 #: ``strategy.solver``: ``lbfgs`` (the head solved on cached features), ``sgd`` (the Lightning loop),
@@ -54,16 +55,12 @@ class ProbeOptions:
             raise ConfigError(f"strategy.probe.class_weight={self.class_weight!r} is unknown; use null or balanced.")
 
     @classmethod
-    def from_config(cls, probe: Mapping[str, Any] | None) -> ProbeOptions:
-        """The options of a ``strategy.probe`` mapping (None: the defaults); an unknown key is a ConfigError."""
-        given = dict(probe or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(given) - known)
-        if unknown:
-            raise ConfigError(f"strategy.probe: unknown key(s) {unknown}; the keys are {sorted(known)}.")
-        if "l2_range" in given:
-            given["l2_range"] = tuple(given["l2_range"])
-        return cls(**given)
+    def from_config(cls, probe: ProbeOptions | Mapping[str, Any] | None) -> ProbeOptions:
+        """The options of a ``strategy.probe`` mapping (None: the defaults), each key typed
+        (``config.typed``); an unknown key is a ConfigError."""
+        if isinstance(probe, ProbeOptions):
+            return probe
+        return parse(cls, probe, "strategy.probe")
 
     def l2_grid(self) -> list[float]:
         """The search's coarse grid, largest λ first (the path is solved in this order, warm-started)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from transferlab.errors import debugging
 from transferlab.files import atomic_write
 from transferlab.record import RESULT_FILE
 from transferlab.report.findings import findings
@@ -204,7 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     except SelectionMetricError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    paths = write_outputs(found, analysis, args.dirs, out)
+    try:
+        paths = write_outputs(found, analysis, args.dirs, out)
+    except OSError as exc:
+        if debugging():
+            raise
+        where = exc.filename or out
+        print(f"error: cannot write the report into {out} ({where}: {exc.strerror or exc}). "
+              "Fix: pass --out DIR, a folder you can write.", file=sys.stderr)
+        return 2
     _print_outcome(analysis, found.problem_counts(), paths, args.dirs)
     if args.wandb_project and not analysis.summary.empty:
         images = {"learning_curve": paths.png, "sensitivity": paths.sensitivity, "freeze_depth": paths.freeze_depth}

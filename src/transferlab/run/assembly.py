@@ -22,15 +22,16 @@ from transferlab.data.loaders import ImageDataModule, SplitsDataModule, loader_s
 from transferlab.data.registry import load_splits
 from transferlab.data.splits import DatasetSplits, subsample, train_selection
 from transferlab.data.transforms import build_transform
-from transferlab.errors import ConfigError
+from transferlab.config.schema import RunConfig, check_config
 from transferlab.features.cache import cached_features, state_digest
 from transferlab.features.datamodules import StagedDataModule, TensorDataModule
 from transferlab.identity import resolved, without_neutral_keys
-from transferlab.model.backbone import check_model_name, data_config
-from transferlab.model.module import TransferModule
+from transferlab.model.backbone import data_config
+from transferlab.model.module import RunChoices, TransferModule
 from transferlab.redaction import redact
 from transferlab.run.context import cache_dir
 from transferlab.run.probing import resolve_solver
+from transferlab.run.checks import check_machine, warn_schedule
 from transferlab.run.trainer import autocast_dtype, budget_steps, device_of, epoch_passes, planned_epochs
 from transferlab.strategies.base import FreezePolicy
 from transferlab.strategies.registry import build_policy
@@ -49,6 +50,7 @@ class RunPlan:
     splits: DatasetSplits
     train_indices: np.ndarray
     dataset_cfg: dict[str, Any]
+    config: RunConfig
 
 
 @dataclass
@@ -91,19 +93,18 @@ def plain(node: Any) -> dict[str, Any]:
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:
-    """The cheap checks, before anything slow: strategy, backbone name, batch size, dataset, subset, budget."""
+    """The cheap checks, before anything slow: the typed config, strategy, machine, dataset, subset, budget."""
+    config = check_config(cfg)
     policy = build_policy(plain(cfg.strategy))
     resolve_solver(cfg, policy)
-    check_model_name(cfg.backbone.name)
-    if int(cfg.dataset.batch_size) < 1:
-        raise ConfigError(f"dataset.batch_size={cfg.dataset.batch_size} must be ≥ 1 (e.g. 64).")
+    check_machine(cfg, fits=not (policy.features_only and policy.solves_head))
     dataset_cfg = plain(cfg.dataset)
     splits = load_splits(dataset_cfg)
-    train_indices = subsample(
-        splits.train.labels, cfg.dataset.get("fraction"), cfg.dataset.get("per_class"), cfg.dataset.split_seed, splits.class_names
-    )
+    dataset = config.dataset
+    train_indices = subsample(splits.train.labels, dataset.fraction, dataset.per_class, dataset.split_seed, splits.class_names)
     budget_steps(cfg.get("budget"), len(train_indices))  # a bad budget fails here, before the model is built
-    return RunPlan(policy, splits, train_indices, dataset_cfg)
+    warn_schedule(cfg, policy, len(train_indices))
+    return RunPlan(policy, splits, train_indices, dataset_cfg, config)
 
 
 def augmentation(cfg: DictConfig, policy: FreezePolicy) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -120,35 +121,20 @@ def augmentation(cfg: DictConfig, policy: FreezePolicy) -> tuple[dict[str, Any],
 
 
 def build_module(cfg: DictConfig, plan: RunPlan, weights: str | None, mixup: dict[str, Any]) -> TransferModule:
-    """The LightningModule of the run (seeded first, so the head's initialisation is the seed's)."""
-    policy = plan.policy
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    return TransferModule(
-        backbone=cfg.backbone.name,
+    """The LightningModule of the run (seeded first, so the head's initialisation is the seed's): the typed
+    backbone, head and optimizer groups, and what the data, the weights and the policy decided."""
+    policy, config = plan.policy, plan.config
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    choices = RunChoices(
         num_classes=len(plan.splits.class_names),  # = dataset.num_classes, checked by load_splits (null: from the data)
-        in_chans=int(cfg.backbone.in_chans),
-        input_size=cfg.dataset.get("input_size"),
-        pool=cfg.head.get("pool"),
+        input_size=config.dataset.input_size,
         weights=weights,
-        head_hidden=list(cfg.head.hidden),
-        head_dropout=float(cfg.head.dropout),
-        head_activation=cfg.head.activation,
-        optimizer=cfg.optimizer.name,
-        lr=float(cfg.optimizer.lr),
-        weight_decay=float(cfg.optimizer.weight_decay),
-        optimizer_kwargs=plain(cfg.optimizer.get("kwargs")),
         backbone_lr_scale=policy.backbone_lr_scale,
         layer_decay=policy.layer_decay,
-        scheduler=cfg.optimizer.scheduler,
-        warmup_epochs=float(cfg.optimizer.warmup_epochs),
-        label_smoothing=float(cfg.optimizer.get("label_smoothing", 0.0)),
         input_is_features=policy.features_only,
-        channels_last=bool(cfg.backbone.get("channels_last", False)),
-        compile=bool(cfg.backbone.get("compile", False)) and not policy.features_only,  # cached: the backbone runs once
-        grad_checkpointing=bool(cfg.backbone.get("grad_checkpointing", False)),
-        backbone_kwargs=plain(cfg.backbone.get("kwargs")),
         mixup=mixup or None,
     )
+    return TransferModule(config.backbone, choices, head=config.head, optimizer=config.optimizer)
 
 
 def _loader_options(cfg: DictConfig, plan: RunPlan, decode_on_the_fly: bool) -> dict[str, Any]:
@@ -213,11 +199,11 @@ def _features(
     selection: dict[str, Any],
 ) -> tuple[dict[str, Any], bool]:
     """The backbone's features of every split, from the cache or extracted now (and whether it was a hit)."""
-    extract = {"channels_last": module.hparams.channels_last, "autocast_dtype": autocast_dtype(cfg.trainer.get("precision"))}
+    extract = {"channels_last": module.backbone_cfg.channels_last, "autocast_dtype": autocast_dtype(cfg.trainer.get("precision"))}
     dataset = without_neutral_keys(resolved(cfg.dataset), prefix="dataset")
     key = {
         "backbone": cfg.backbone.name,
-        "backbone_kwargs": module.hparams.backbone_kwargs,
+        "backbone_kwargs": module.backbone_cfg.kwargs,
         "pool": cfg.head.get("pool"),
         "in_chans": int(cfg.backbone.in_chans),
         # the weights as loaded: a file, the hub, or a seeded random init all hash by value

@@ -180,7 +180,9 @@ def check_checkpoint_fits(module: nn.Module, path: Path) -> dict[str, Any]:
     ]
     if missing or unexpected or mismatched:
         hp = ckpt.get("hyper_parameters") or {}
-        written_by = f" (written for backbone {hp.get('backbone')!r}, {hp.get('num_classes')} classes)" if hp else ""
+        backbone, choices = hp.get("backbone"), hp.get("choices") or hp  # flat before the typed groups
+        name = backbone.get("name") if isinstance(backbone, dict) else backbone
+        written_by = f" (written for backbone {name!r}, {choices.get('num_classes')} classes)" if hp else ""
         parts = [f"{len(items)} {what} {items[:5]}" for what, items in
                  (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if items]
         raise WeightsError(

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from transferlab import __version__
+from transferlab.config.schema import check_config
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.files import file_lock, read_json, write_json_atomic
 from transferlab.identity import config_hash, resolved, with_absolute_paths
@@ -95,6 +96,7 @@ def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
     ``failed`` record with the error, a signal or Ctrl-C an ``interrupted`` one (``run.preemption``), then
     it re-raises.
     """
+    check_config(cfg)  # typed (config.schema): a bad value fails here, before any file is written
     out_dir = Path(out_dir) if out_dir is not None else output_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = with_absolute_paths(cfg, launch_dir())

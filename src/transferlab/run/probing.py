@@ -71,7 +71,7 @@ def solve_head(module: nn.Module, features: Mapping[str, TensorDataset], train_i
         check_finite(split, data.tensors[0])
     x, y = features["train"].tensors
     idx = torch.as_tensor(train_indices, dtype=torch.long)
-    fit = fit_probe((x[idx], y[idx]), features["val"].tensors, int(module.hparams.num_classes), policy.probe, device)
+    fit = fit_probe((x[idx], y[idx]), features["val"].tensors, module.choices.num_classes, policy.probe, device)
     linear = module.head[-1]
     with torch.no_grad():
         linear.weight.copy_(fit.weight.to(linear.weight))

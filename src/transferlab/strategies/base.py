@@ -76,6 +76,11 @@ class FreezePolicy(pl.Callback):
     def validate(self, n_blocks: int) -> None:
         """Raise ConfigError when the policy does not fit a backbone of ``n_blocks`` blocks."""
 
+    def schedule_shortfall(self, epochs: int) -> tuple[str, int, str | None] | None:
+        """What a run of ``epochs`` epochs loses of this policy's schedule, or None when nothing:
+        (what goes wrong, the epochs the schedule needs, another fix than more epochs or None)."""
+        return None
+
     @property
     def features_only(self) -> bool:
         """Whether every epoch trains on cached features (the backbone frozen throughout, caching on)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from transferlab.config.typed import as_override
 from transferlab.errors import ConfigError
 from transferlab.record import BASELINE_STRATEGY
 from transferlab.strategies.base import FreezePolicy
@@ -76,6 +77,15 @@ class Gradual(FreezePolicy):
     def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
         return self.blocks_per_milestone * sum(1 for m in self.milestones if epoch >= m)
 
+    def schedule_shortfall(self, epochs: int) -> tuple[str, int, str | None] | None:
+        missed = [m for m in self.milestones if m >= epochs]  # epochs run 0 … epochs-1
+        if not missed:
+            return None
+        what = "only the head trains" if len(missed) == len(self.milestones) else f"milestones {missed} are never reached"
+        fitting = list(range(1, epochs))[: len(self.milestones)]
+        alternative = f"strategy.milestones={as_override(fitting)}" if fitting else None
+        return f"strategy=gradual, strategy.milestones={as_override(self.milestones)}: {what}", max(missed) + 1, alternative
+
 
 class LpFt(SolvableHead, FreezePolicy):
     """LP-FT: ``lp_epochs`` of linear probing, then every block fine-tunes at the backbone's low LR.
@@ -103,3 +113,11 @@ class LpFt(SolvableHead, FreezePolicy):
     def trainable_top_blocks(self, epoch: int, n_blocks: int) -> int:
         probe_epochs = 0 if self.solves_head else self.lp_epochs  # solved: the Trainer's epochs all fine-tune
         return 0 if epoch < probe_epochs else n_blocks
+
+    def schedule_shortfall(self, epochs: int) -> tuple[str, int, str | None] | None:
+        if epochs > self.lp_epochs:
+            return None
+        what = ("no epoch is left to fine-tune after them (it fine-tunes 1)" if self.solves_head
+                else "no epoch is left to fine-tune after them (only the head trains)")
+        alternative = f"strategy.lp_epochs={epochs - 1}" if epochs >= 2 else None
+        return f"strategy=lp_ft, strategy.lp_epochs={self.lp_epochs}: {what}", self.lp_epochs + 1, alternative

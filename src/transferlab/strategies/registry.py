@@ -15,6 +15,7 @@ from typing import Any
 import hydra.utils
 
 import transferlab.strategies as package
+from transferlab.config.typed import Changes, parse_arguments
 from transferlab.errors import ConfigError
 from transferlab.strategies.base import FreezePolicy
 
@@ -52,11 +53,18 @@ def policy_class(strategy: Mapping[str, Any]) -> type[FreezePolicy]:
     return POLICIES[name]
 
 
+def policy_arguments(strategy: Mapping[str, Any], changes: Changes | None = None) -> dict[str, Any]:
+    """A strategy config's keys (but ``name``, ``_target_``) as its policy class's ``__init__`` arguments, each
+    converted to its annotation: the class's signature is the strategy's schema (``config.typed``)."""
+    cls = policy_class(strategy)
+    return parse_arguments(cls, strategy, "strategy", [] if changes is None else changes,
+                           f"strategy={strategy.get('name')}", skip=("name", "_target_"))
+
+
 def build_policy(strategy: Mapping[str, Any]) -> FreezePolicy:
     """The freeze policy for a ``strategy`` config: its class, given the config's other keys."""
     cls = policy_class(strategy)
-    kwargs = {k: v for k, v in strategy.items() if k not in ("name", "_target_")}
     try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"strategy={strategy.get('name')}: {err}. Remove or rename the unknown strategy.* key.") from err
+        return cls(**policy_arguments(strategy))
+    except TypeError as err:  # a class outside the package with a required argument the config lacks
+        raise ConfigError(f"strategy={strategy.get('name')}: {err}. Fix: set the strategy.* key it names.") from err

@@ -18,7 +18,7 @@ from transferlab.probe.options import ProbeOptions, check_solver
 class SolvableHead:
     """Mixin for a FreezePolicy whose head-only stage L-BFGS can solve (list it before FreezePolicy)."""
 
-    def __init__(self, solver: str = "auto", probe: Mapping[str, Any] | None = None, **options: Any) -> None:
+    def __init__(self, solver: str = "auto", probe: ProbeOptions | Mapping[str, Any] | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.solver = check_solver(str(solver))
         self.probe = ProbeOptions.from_config(probe)
