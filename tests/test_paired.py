@@ -123,13 +123,16 @@ def test_with_one_seed_no_claim_of_significance_is_made(tmp_path: Path) -> None:
     runs(tmp_path, "finetune", [0.95])
     runs(tmp_path, "linear_probe", [0.60])
     runs(tmp_path, "scratch", [0.10])
+    runs(tmp_path, "finetune", [0.95], 1.0)
+    runs(tmp_path, "scratch", [0.97], 1.0)  # a higher mean on one draw is no test either: no "catches up"
     summary = summary_of(tmp_path)
     c = compare(row(summary, "scratch"), row(summary, "finetune"))
     assert c.test == UNTESTED and c.p is None and c.paired and c.note == "1 paired draw, a test needs 2"
     lines = findings(summary)
     assert not any("significantly" in ln or "p n/a" in ln for ln in lines), lines
     assert "not tested against linear_probe (1 paired draw, a test needs 2)" in lines[0]
-    assert any(ln.startswith("Scratch catch-up not tested") for ln in lines), lines
+    assert any(ln.startswith("Scratch catch-up not tested: at the largest size, fraction 1,") for ln in lines), lines
+    assert not any("catches up" in ln for ln in lines), lines
     assert any(ln.startswith("Negative transfer not tested") for ln in lines), lines
     md = write_report([tmp_path], tmp_path / "out").md.read_text()
     answer = md.split("## Answer", 1)[1].split("Per size the recommended", 1)[0]
