@@ -48,9 +48,10 @@ def _line_label(key: tuple, multi: bool) -> str:
     return str(key[-1]) if not multi else f"{key[-1]} ({'/'.join(map(str, key[1:5]))})"
 
 
-def _draw_points(ax: Any, g: pd.DataFrame, xcol: str, color: Any) -> None:
-    """Every run of the rows of ``g`` (each seed's draw) as a dot at its row's size."""
-    xs = [float(r[xcol]) for _, r in g.iterrows() for _ in r[PER_SEED]]
+def _draw_points(ax: Any, g: pd.DataFrame, xcol: str, color: Any, shift: float) -> None:
+    """Every run of the rows of ``g`` (each seed's draw) as a dot at its row's size times ``shift`` (so that
+    the strategies' dots at one size sit side by side on the log axis)."""
+    xs = [float(r[xcol]) * shift for _, r in g.iterrows() for _ in r[PER_SEED]]
     ys = [run.acc for runs in g[PER_SEED] for run in runs]
     ax.scatter(xs, ys, s=14, color=color, alpha=0.55, linewidths=0, zorder=3)
 
@@ -58,14 +59,15 @@ def _draw_points(ax: Any, g: pd.DataFrame, xcol: str, color: Any) -> None:
 def _plot_strategies(summary: pd.DataFrame, xcol: str, ax_acc: Any, ax_time: Any) -> None:
     """One line per combination × strategy: accuracy (each draw a dot, the mean ± std shaded) and train time."""
     multi = summary.groupby(list(COMBO_KEYS)).ngroups > 1
-    for key, g in summary.groupby([*COMBO_KEYS, "strategy"], sort=True):
+    lines = list(summary.groupby([*COMBO_KEYS, "strategy"], sort=True))
+    for i, (key, g) in enumerate(lines):
         label = _line_label(key, multi)
         g = g[g[xcol].notna() & (g[xcol] > 0)].sort_values(xcol)
         if g.empty:
             continue
         x = g[xcol].to_numpy(float)
         line = _band(ax_acc, x, g["acc_mean"].to_numpy(float), g["acc_std"].to_numpy(float), label=label)
-        _draw_points(ax_acc, g, xcol, line.get_color())
+        _draw_points(ax_acc, g, xcol, line.get_color(), shift=1.04 ** (i - (len(lines) - 1) / 2))
         t = g["train_time_s"].to_numpy(float)
         if np.isfinite(t).any():
             ax_time.plot(x, t, marker="o", color=line.get_color(), label=label)
