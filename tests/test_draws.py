@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
-from conftest import make_cfg
+from conftest import ROOT, make_cfg
 from transferlab.data.splits import draw_id
 from transferlab.identity import config_hash
 from transferlab.run.assembly import RunPlan, plan_run
@@ -91,3 +92,12 @@ def test_the_source_seed_can_follow_the_run_seed(tmp_path: Path) -> None:
     assert source_config(make_cfg(tmp_path, "source.seed=${seed}", "seed=4")).seed == 4
     # a subset seed cannot change the source's weights, so it does not change their key either
     assert path("source.dataset.subset_seed=5") == path()
+
+
+def test_the_default_studies_run_five_draws() -> None:
+    """``make study`` and ``make study-digits-split`` both run sweep=fair_x_fraction: 5 seeds, so 5 draws a size."""
+    sweep = OmegaConf.load(ROOT / "sweeps" / "fair_x_fraction.yaml")
+    assert str(sweep.hydra.sweeper.params.seed).split(",") == ["0", "1", "2", "3", "4"]
+    study = (ROOT / "Makefile").read_text()
+    assert "sweep=fair_x_fraction" in study.split("define run_study", 1)[1].split("endef", 1)[0]
+    assert "$(call run_study,digits_transfer)" in study and "$(call run_study,digits_split_transfer)" in study
