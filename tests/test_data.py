@@ -30,7 +30,7 @@ def test_fraction_subsets_are_nested_and_stratified(f1: float, f2: float, seed: 
     assert set(a) <= set(b), "the smaller fraction must lie inside the larger one"
     for cls, count in zip(*np.unique(LABELS, return_counts=True)):
         assert (LABELS[a] == cls).sum() == int(np.floor(small * count + 0.5))
-    assert np.array_equal(a, subsample(LABELS, small, None, seed)), "not deterministic for split_seed"
+    assert np.array_equal(a, subsample(LABELS, small, None, seed)), "not deterministic for its seed"
 
 
 def test_per_class_subsets_are_nested_and_exact() -> None:
@@ -40,7 +40,7 @@ def test_per_class_subsets_are_nested_and_exact() -> None:
     assert np.bincount(LABELS[b]).tolist() == [9] * 5
 
 
-def test_different_split_seeds_give_different_subsets() -> None:
+def test_different_subset_seeds_give_different_subsets() -> None:
     assert not np.array_equal(subsample(LABELS, 0.3, None, 0), subsample(LABELS, 0.3, None, 1))
 
 

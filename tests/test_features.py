@@ -132,6 +132,7 @@ def test_preprocessing_backbone_or_weights_change_invalidates_the_cache(tmp_path
     assert run() is False
     assert run() is True  # same config: a hit, no new file
     assert run("dataset.fraction=0.5", "seed=0") is True  # the subset is taken after extraction
+    assert run("dataset.fraction=0.5", "dataset.subset_seed=3") is True  # so is its draw
     seen = cache_files(tmp_path)
     assert len(seen) == 1
     for change in (

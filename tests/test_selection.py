@@ -15,7 +15,8 @@ from transferlab.report import selection as selection_module
 from transferlab.report.cli import analyse, main, scan_results, write_report
 from transferlab.report.findings import findings
 from transferlab.report.recommend import answers
-from transferlab.report.stats import ALPHA, fmt_p, p_less
+from transferlab.report.paired import WELCH, compare
+from transferlab.report.stats import ALPHA, fmt_p
 
 LRS = (0.001, 0.003, 0.01)
 
@@ -158,6 +159,9 @@ WORSE = [0.86, 0.87, 0.88]  # below scratch at p < 0.05
 CLOSE = [0.87, 0.89, 0.91]  # below scratch, p > 0.05
 
 
+NOT_RECORDED = "not paired: the draw at seed 0 is not recorded"  # records without a draw fall back to Welch
+
+
 def test_welch_p_values_match_scipy_and_the_claims_follow_them(tmp_path: Path) -> None:
     p_worse = stats.ttest_ind(WORSE, SCRATCH_ACCS, equal_var=False, alternative="less").pvalue
     p_close = stats.ttest_ind(CLOSE, SCRATCH_ACCS, equal_var=False, alternative="less").pvalue
@@ -166,14 +170,16 @@ def test_welch_p_values_match_scipy_and_the_claims_follow_them(tmp_path: Path) -
         seeds(tmp_path, "scratch", SCRATCH_ACCS, frac)
         seeds(tmp_path, "linear_probe", probe, frac)
     summary = analyse(scan_results([tmp_path])).summary
-    assert p_less(row(summary, "linear_probe", 0.5), row(summary, "scratch", 0.5)) == pytest.approx(p_worse, rel=1e-12)
-    assert p_less(row(summary, "linear_probe", 1.0), row(summary, "scratch", 1.0)) == pytest.approx(p_close, rel=1e-12)
+    for size, p in ((0.5, p_worse), (1.0, p_close)):
+        c = compare(row(summary, "linear_probe", size), row(summary, "scratch", size))
+        assert c.test == WELCH and c.p == pytest.approx(p, rel=1e-12) and c.note == NOT_RECORDED
     lines = findings(summary)
     negative = next(ln for ln in lines if ln.startswith("Negative transfer ("))
-    assert f"linear_probe at fraction 0.5 (0.8700 ± 0.0100 vs scratch 0.9200 ± 0.0200, {fmt_p(p_worse)})" in negative
+    assert (f"linear_probe at fraction 0.5 (0.8700 ± 0.0100 vs scratch 0.9200 ± 0.0200, Welch's t-test, {fmt_p(p_worse)}; "
+            f"{NOT_RECORDED})") in negative
     assert "fraction 1 " not in negative
     at_1 = next(ln for ln in lines if ln.startswith("At fraction 1,"))
-    assert f"not significantly better than linear_probe ({fmt_p(p_close)})" in at_1
+    assert f"not significantly better than linear_probe (Welch's t-test, {fmt_p(p_close)}; {NOT_RECORDED})" in at_1
     catch = next(ln for ln in lines if ln.startswith("Scratch "))
     assert catch.startswith("Scratch catches up at fraction 0.5 ")  # scratch is the better one at both sizes
 
@@ -197,23 +203,24 @@ def test_the_answer_is_the_cheapest_strategy_not_significantly_worse(tmp_path: P
     assert p >= ALPHA
     (a,) = answers(summary)
     assert a.chosen["strategy"] == "linear_probe" and a.best["strategy"] == "finetune"
-    assert a.p_vs_best == pytest.approx(p) and a.n_equivalent == 2
+    assert a.vs_best is not None and a.vs_best.p == pytest.approx(p) and a.n_equivalent == 2
     md = write_report([tmp_path], tmp_path / "out").md.read_text()
     answer = md.split("## Answer", 1)[1].split("Generated", 1)[0]
     assert md.index("## Answer") < md.index("Generated") < md.index("## Results")
     assert (f"| fraction 0.1 | **linear_probe** | 0.8000 ± 0.0200, n=3 | not significantly worse than the best, "
-            f"finetune (0.8500 ± 0.0500, {fmt_p(p)}); the cheapest of the 2 within the spread | 1.0 | 650 |") in answer
+            f"finetune (0.8500 ± 0.0500, Welch's t-test, {fmt_p(p)}; {NOT_RECORDED}); the cheapest of the 2 within the "
+            "spread | 1.0 | 650 |") in answer
 
 
 def test_the_answer_is_the_best_when_it_is_significantly_better(tmp_path: Path) -> None:
     seeds(tmp_path, "finetune", [0.90, 0.91, 0.92], time_s=10.0)
     seeds(tmp_path, "linear_probe", [0.70, 0.71, 0.72], time_s=1.0)
     (a,) = answers(analyse(scan_results([tmp_path])).summary)
-    assert a.chosen["strategy"] == "finetune" and a.p_vs_best is None and a.n_equivalent == 1
+    assert a.chosen["strategy"] == "finetune" and a.vs_best is None and a.n_equivalent == 1
     md = write_report([tmp_path], tmp_path / "out").md.read_text()
     p = stats.ttest_ind([0.70, 0.71, 0.72], [0.90, 0.91, 0.92], equal_var=False, alternative="less").pvalue
     assert (f"| **finetune** | 0.9100 ± 0.0100, n=3 | best test mean: significantly better than linear_probe "
-            f"({fmt_p(p)}) | 10.0 |") in md
+            f"(Welch's t-test, {fmt_p(p)}; {NOT_RECORDED}) | 10.0 |") in md
 
 
 def test_the_cost_is_the_whole_tuning_grid(trap: Path, tmp_path: Path) -> None:

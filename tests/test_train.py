@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
 from safetensors.torch import save_file
 
 from conftest import ROOT, make_cfg
+from transferlab.data.splits import draw_id
 from transferlab.errors import ConfigError, WeightsError
 from transferlab.run.lifecycle import train
 
@@ -37,6 +39,10 @@ def test_linear_probe_on_source_weights_trains_only_the_head(tmp_path: Path) -> 
         assert 0.0 <= record["metrics"][key] <= 1.0
     assert record["metrics"]["test/acc"] == metrics["test/acc"]
     assert record["n_train"] == 1259  # digits: 1,797 images, 70 % train at the default split
+    # the record names its draw (the indices of train_indices.json) and the source model's seed
+    chosen = json.loads((out / "train_indices.json").read_text())
+    assert record["draw"] == chosen["draw"] == draw_id(np.array(chosen["indices"])) and len(chosen["indices"]) == 1259
+    assert (record["subset_seed"], chosen["subset_seed"], record["source_seed"]) == (0, 0, 0)
     # the source checkpoint is cached: a second experiment run reuses the same file
     cfg2 = make_cfg(tmp_path, "strategy=finetune", "backbone.name=test_resnet", "backbone.weights=source", "dataset.fraction=0.05")
     train(cfg2, tmp_path / "run2")
@@ -49,6 +55,7 @@ def test_completed_run_is_skipped_and_never_overwritten(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, "backbone.name=test_resnet", "backbone.weights=null", "dataset.fraction=0.1")
     train(cfg, out)
     first = (out / "result.json").read_text()
+    assert _result(out)["source_seed"] is None and _result(out)["subset_seed"] == 0  # no source model; seed 0's draw
     train(cfg, out)  # same config: skipped
     assert (out / "result.json").read_text() == first
     other = make_cfg(tmp_path, "backbone.name=test_resnet", "backbone.weights=null", "dataset.fraction=0.2")

@@ -119,6 +119,11 @@ class RunRecord:
     transferlab_version: str | None = None
     host: str | None = None
     n_train: int | None = None
+    # the run's draw of training examples: the seed that drew it (dataset.subset_seed, or the run's seed) and a
+    # short hash of its training indices (those of train_indices.json); the report pairs strategies by it
+    subset_seed: int | None = None
+    draw: str | None = None
+    source_seed: int | None = None  # source.seed of the source model it started from (backbone.weights=source)
     features_cached: bool | None = None  # whether any epoch trained on cached backbone features
     feature_cache_hit: bool | None = None
     wandb: dict[str, Any] | None = None

@@ -38,6 +38,7 @@ class DatasetConfig:
     fraction: float | None = 1.0
     per_class: int | None = example(5, None)
     split_seed: int = 0
+    subset_seed: int | None = example(0, None)  # draws the training subset; null: the run's seed (a seed is a draw)
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     batch_size: int = 64

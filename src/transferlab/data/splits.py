@@ -1,6 +1,8 @@
 """A dataset's fixed train / val / test splits, and the nested stratified subsets runs train on.
 
-Every source builds a ``DatasetSplits``; nothing here knows any source.
+Every source builds a ``DatasetSplits``; nothing here knows any source. The splits are fixed by
+``dataset.split_seed``; the training subset is a draw from the training split, made by the run's
+``subset_seed`` (``dataset.subset_seed``, or the run's ``seed`` when null: a seed is a draw).
 """
 
 from __future__ import annotations
@@ -155,17 +157,33 @@ def carve_missing(parts: dict[str, Images], val_fraction: float, test_fraction: 
     return out
 
 
-def train_selection(splits: DatasetSplits, indices: np.ndarray, dataset_cfg: Mapping[str, Any]) -> dict[str, Any]:
+def subset_seed(dataset_cfg: Mapping[str, Any], seed: int) -> int:
+    """The seed that draws a run's training subset: ``dataset.subset_seed``, or the run's ``seed`` when it is
+    null (the default), so that every seed trains on its own draw and every strategy at a seed on the same one."""
+    fixed = dataset_cfg.get("subset_seed")
+    return int(seed) if fixed is None else int(fixed)
+
+
+def draw_id(indices: np.ndarray) -> str:
+    """The name of a draw: the first 12 hex digits of SHA-256 over its training indices (sorted, int64)."""
+    idx = np.sort(np.asarray(indices, dtype=np.int64))
+    return hashlib.sha256(idx.tobytes()).hexdigest()[:12]
+
+
+def train_selection(splits: DatasetSplits, indices: np.ndarray, dataset_cfg: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """The record of a run's exact training examples (``train_indices.json``).
 
-    ``indices`` index the training split (fixed by ``dataset.split_seed``); file-backed data adds each
-    example's file path, so a result can be traced to its images.
+    ``indices`` index the training split (fixed by ``dataset.split_seed``) and were drawn by ``seed`` (the
+    run's :func:`subset_seed`); ``draw`` names them (:func:`draw_id`). File-backed data adds each example's
+    file path, so a result can be traced to its images.
     """
     idx = np.asarray(indices, dtype=np.int64)
     record: dict[str, Any] = {
         "dataset": dataset_cfg.get("name"),
         "kind": dataset_cfg.get("kind"),
         "split_seed": dataset_cfg.get("split_seed"),
+        "subset_seed": int(seed),
+        "draw": draw_id(idx),
         "fraction": dataset_cfg.get("fraction"),
         "per_class": dataset_cfg.get("per_class"),
         "n_train": int(len(idx)),
@@ -204,8 +222,9 @@ def subsample(labels: np.ndarray, fraction: float | None = 1.0, per_class: int |
     """Indices of a stratified, nested subset of ``labels``.
 
     Each class keeps ``round(fraction × its size)`` examples (or ``per_class``, which wins: see
-    ``record.DataSize``), always the first ones of a per-class permutation fixed by ``seed``: the 5 %
-    subset lies inside the 10 % subset.
+    ``record.DataSize``), always the first ones of a per-class permutation fixed by ``seed`` (a run's
+    :func:`subset_seed`): for one seed the 5 % subset lies inside the 10 % subset; another seed draws
+    other examples.
     """
     classes, counts = np.unique(labels, return_counts=True)
     names = class_names or [str(c) for c in range(int(classes.max()) + 1)]

@@ -10,13 +10,15 @@ from typing import Any
 import pandas as pd
 
 from transferlab.record import DataSize
-from transferlab.report.findings import CLAIM_RULE, POWER_NOTE, combo_findings, findings
+from transferlab.report.findings import CLAIM_RULE, combo_findings, findings, power_note
 from transferlab.report.load import PENDING, count_problems, first_line
+from transferlab.report.paired import comparison_rows
 from transferlab.report.recommend import RECOMMEND_RULE, answer_rows, answers
 from transferlab.report.selection import Selection
 from transferlab.report.stats import fmt_ms
 from transferlab.report.summary import SCRATCH, combos
-from transferlab.report.views import CELL_LEGEND, DEPTH_COLUMN, LR_COLUMN, grid_edges, view_rows
+from transferlab.report.variation import sources_of_variation
+from transferlab.report.views import CELL_LEGEND, DEPTH_COLUMN, LR_COLUMN, grid_edges, lr_free, view_rows
 
 CAPTION = (
     "Std is the sample standard deviation over seeds; the 95% interval is the two-sided "
@@ -112,7 +114,7 @@ def _answer_section(c: ReportContent) -> list[str]:
     md = ["## Answer: which strategy at which training-set size", ""]
     if c.summary.empty:
         return md + ["No completed runs, so no answer.", ""]
-    return md + [md_table(*answer_rows(answers(c.summary))), "", RECOMMEND_RULE + " " + POWER_NOTE, ""]
+    return md + [md_table(*answer_rows(answers(c.summary))), "", RECOMMEND_RULE + " " + power_note(c.summary), ""]
 
 
 def _counts_line(c: ReportContent) -> str:
@@ -132,7 +134,7 @@ def _results_section(c: ReportContent, groups: list[tuple[str, pd.DataFrame]]) -
         md += ["No completed runs.", ""]
     for label, sub in groups:
         md += [f"### {label}", ""] if len(groups) > 1 else [f"Combination: {label}.", ""]
-        md += [md_table(*table_rows(sub)), ""]
+        md += [md_table(*table_rows(sub)), "", sources_of_variation(sub), ""]
     probed = any("l2_median" in sub and sub["l2_median"].notna().any() for _, sub in groups)
     return md + [CAPTION + (f" {L2_CAPTION}" if probed else ""), ""]
 
@@ -145,6 +147,12 @@ def _view_section(title: str, text: str, view: pd.DataFrame, column: str, png: s
     return md + ([f"![{title}]({png})", ""] if png else [])
 
 
+def _lr_free_note(c: ReportContent) -> str:
+    free = lr_free(c.selection)
+    return (f" Left out: {', '.join(free)}, which took no optimizer step (its head is solved), so it used no LR."
+            if free else "")
+
+
 def _views(c: ReportContent) -> list[str]:
     md: list[str] = []
     if not c.lr_view.empty:
@@ -154,7 +162,7 @@ def _views(c: ReportContent) -> list[str]:
             "hyperparameters; the figure shows test (solid) and validation (dashed) accuracy, mean over seeds, ± std shaded. "
             "A test accuracy that falls at high LR is the pretrained features being destroyed (catastrophic "
             "forgetting); one that falls at low LR is under-training within the step budget. A strategy run at "
-            "one LR is one point.", c.lr_view, LR_COLUMN, c.figures.get("sensitivity"))
+            "one LR is one point." + _lr_free_note(c), c.lr_view, LR_COLUMN, c.figures.get("sensitivity"))
         edges = grid_edges(c.lr_view, LR_COLUMN)
         md += (["**At the grid's edge.**", ""] + [f"- {line}" for line in edges] + [""]) if edges else []
     if not c.depth_view.empty:
@@ -167,8 +175,26 @@ def _views(c: ReportContent) -> list[str]:
     return md
 
 
+PAIRED_CAPTION = (
+    "At each size every pair of strategies, the higher mean first (A): the mean over seeds of A's test accuracy "
+    "minus B's on the same draw, with its two-sided 95% Student-t interval; the one-sided paired t-test "
+    "(`scipy.stats.ttest_rel`) for A being better; P(A>B), the share of the draws on which A beat B (a tie "
+    "counts half; Bouthillier et al. 2021). Where the runs cannot be paired the row says why, gives the "
+    "difference of the means and Welch's one-sided p-value (`scipy.stats.ttest_ind(..., equal_var=False)`)."
+)
+
+
+def _paired_section(groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
+    if not groups:
+        return []
+    md = ["## Paired comparisons (the same draws)", "", PAIRED_CAPTION, ""]
+    for label, sub in groups:
+        md += ([f"### {label}", ""] if len(groups) > 1 else []) + [md_table(*comparison_rows(sub)), ""]
+    return md
+
+
 def _findings_section(summary: pd.DataFrame, groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
-    md = ["## Findings", "", f"{CLAIM_RULE} {POWER_NOTE}", ""]
+    md = ["## Findings", "", f"{CLAIM_RULE} {power_note(summary)}", ""]
     if len(groups) > 1:
         for label, sub in groups:
             md += [f"### {label}", ""] + [f"- {line}" for line in combo_findings(sub)] + [""]
@@ -209,8 +235,8 @@ def render_markdown(c: ReportContent) -> str:
     md = ["# transferlab report", ""] + _answer_section(c) + [
         f"Generated {now} from: " + ", ".join(f"`{d}`" for d in c.dirs), "", _counts_line(c), ""]
     groups = combos(c.summary) if not c.summary.empty else []
-    md += _results_section(c, groups) + _views(c) + _findings_section(c.summary, groups)
+    md += _results_section(c, groups) + _paired_section(groups) + _views(c) + _findings_section(c.summary, groups)
     md += _problems_section(c.problems, c.selection.unselected)
     if c.figures.get("learning_curve"):
-        md += ["## Learning curve (selected configurations)", "", f"![learning curve]({c.figures['learning_curve']})", ""]
+        md += ["## Learning curve (selected configurations, each draw a dot)", "", f"![learning curve]({c.figures['learning_curve']})", ""]
     return "\n".join(md)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from transferlab.files import atomic_write
 from transferlab.record import DataSize
+from transferlab.report.paired import PER_SEED
 from transferlab.report.summary import COMBO_KEYS
 from transferlab.report.views import DEPTH_COLUMN, LR_COLUMN, fmt_depth
 
@@ -47,16 +48,26 @@ def _line_label(key: tuple, multi: bool) -> str:
     return str(key[-1]) if not multi else f"{key[-1]} ({'/'.join(map(str, key[1:5]))})"
 
 
+def _draw_points(ax: Any, g: pd.DataFrame, xcol: str, color: Any, shift: float) -> None:
+    """Every run of the rows of ``g`` (each seed's draw) as a dot at its row's size times ``shift`` (so that
+    the strategies' dots at one size sit side by side on the log axis)."""
+    xs = [float(r[xcol]) * shift for _, r in g.iterrows() for _ in r[PER_SEED]]
+    ys = [run.acc for runs in g[PER_SEED] for run in runs]
+    ax.scatter(xs, ys, s=14, color=color, alpha=0.55, linewidths=0, zorder=3)
+
+
 def _plot_strategies(summary: pd.DataFrame, xcol: str, ax_acc: Any, ax_time: Any) -> None:
-    """One line per combination × strategy: accuracy (mean ± std shaded) and train time."""
+    """One line per combination × strategy: accuracy (each draw a dot, the mean ± std shaded) and train time."""
     multi = summary.groupby(list(COMBO_KEYS)).ngroups > 1
-    for key, g in summary.groupby([*COMBO_KEYS, "strategy"], sort=True):
+    lines = list(summary.groupby([*COMBO_KEYS, "strategy"], sort=True))
+    for i, (key, g) in enumerate(lines):
         label = _line_label(key, multi)
         g = g[g[xcol].notna() & (g[xcol] > 0)].sort_values(xcol)
         if g.empty:
             continue
         x = g[xcol].to_numpy(float)
         line = _band(ax_acc, x, g["acc_mean"].to_numpy(float), g["acc_std"].to_numpy(float), label=label)
+        _draw_points(ax_acc, g, xcol, line.get_color(), shift=1.04 ** (i - (len(lines) - 1) / 2))
         t = g["train_time_s"].to_numpy(float)
         if np.isfinite(t).any():
             ax_time.plot(x, t, marker="o", color=line.get_color(), label=label)
@@ -78,7 +89,7 @@ def _style_axes(summary: pd.DataFrame, xcol: str, ax_acc: Any, ax_time: Any) -> 
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
     ax_acc.set_ylabel("test accuracy")
-    ax_acc.set_title("Test accuracy vs training-set size (mean ± std over seeds)")
+    ax_acc.set_title("Test accuracy vs training-set size (dots: each seed's draw; mean ± std)")
     ax_time.set_ylabel("train time (s)")
     ax_time.set_title("Training time vs training-set size (mean)")
     for ax in (ax_acc, ax_time):
@@ -88,7 +99,7 @@ def _style_axes(summary: pd.DataFrame, xcol: str, ax_acc: Any, ax_time: Any) -> 
 
 def plot_learning_curve(summary: pd.DataFrame, png_path: Path,
                         figsize: tuple[float, float] = (11.0, 4.5), dpi: int = 120) -> Path:
-    """Two panels: test acc (mean ± std shaded) and train time vs n_train (else size), log x."""
+    """Two panels: test acc (each draw a dot, mean ± std shaded) and train time vs n_train (else size), log x."""
     plt = _pyplot()
     xcol = "n_train" if summary["n_train"].notna().any() else "size"
     fig, (ax_acc, ax_time) = plt.subplots(1, 2, figsize=figsize, dpi=dpi)

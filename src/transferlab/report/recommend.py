@@ -13,16 +13,18 @@ import pandas as pd
 
 from transferlab.record import DataSize
 from transferlab.report.findings import versus
-from transferlab.report.stats import ALPHA, fmt_ms, fmt_p, p_less
+from transferlab.report.paired import Comparison, compare, fmt_test
+from transferlab.report.stats import ALPHA, fmt_ms
 from transferlab.report.summary import combos
 
 RECOMMEND_RULE = (
     "Per size the recommended strategy is the one with the best mean test accuracy (of the configurations "
-    "selected on validation) unless others are not significantly worse than it (one-sided Welch's t-test, "
-    f"p ≥ {ALPHA}); then it is the cheapest of those: the least train time for the whole tuning grid "
+    "selected on validation) unless others are not significantly worse than it (one-sided, p ≥ "
+    f"{ALPHA}: a paired t-test over the draws they share, or Welch's t-test where the runs cannot be paired, "
+    "see Findings); then it is the cheapest of those: the least train time for the whole tuning grid "
     "(feature extraction included, summed over every configuration tried, mean over seeds), then the fewest "
-    "trainable parameters. A strategy that cannot be tested against the best (n < 2 on a side) does not "
-    "qualify as not worse."
+    "trainable parameters. A strategy that cannot be tested against the best (fewer than 2 paired draws, or "
+    "for Welch's test 2 runs a side) does not qualify as not worse."
 )
 
 
@@ -34,7 +36,7 @@ class Answer:
     size: DataSize
     chosen: pd.Series  # the recommended strategy's summary row
     best: pd.Series  # the best mean's summary row
-    p_vs_best: float | None  # one-sided Welch p that the chosen one is below the best (None: it is the best)
+    vs_best: Comparison | None  # the chosen one against the best (None: it is the best)
     n_equivalent: int  # strategies not significantly worse than the best, the best included
     at: pd.DataFrame  # every strategy's summary row at this size
 
@@ -54,12 +56,12 @@ def _cost(row: pd.Series) -> tuple[float, float, float, str]:
 def answer_at(combo: str, at: pd.DataFrame) -> Answer:
     """The recommendation among the strategies of one size (rows of a summary)."""
     best = at.loc[at["acc_mean"].idxmax()]
-    ok = [(best, None)]
+    ok: list[tuple[pd.Series, Comparison | None]] = [(best, None)]
     for i, r in at.iterrows():
-        if i != best.name and (p := p_less(r, best)) is not None and p >= ALPHA:
-            ok.append((r, p))
-    chosen, p = min(ok, key=lambda pair: _cost(pair[0]))
-    return Answer(combo, DataSize(str(best["size_kind"]), float(best["size"])), chosen, best, p, len(ok), at)
+        if i != best.name and (c := compare(r, best)).not_below:
+            ok.append((r, c))
+    chosen, c = min(ok, key=lambda pair: _cost(pair[0]))
+    return Answer(combo, DataSize(str(best["size_kind"]), float(best["size"])), chosen, best, c, len(ok), at)
 
 
 def answers(summary: pd.DataFrame) -> list[Answer]:
@@ -75,10 +77,10 @@ def _why(a: Answer) -> str:
     if len(a.at) == 1:
         return "the only strategy run at this size"
     cheapest = f"; the cheapest of the {a.n_equivalent} within the spread" if a.n_equivalent > 1 else ""
-    if a.p_vs_best is None:
+    if a.vs_best is None:
         return f"best test mean: {versus(a.best, a.at.drop(index=a.best.name))}{cheapest}"
     return (f"not significantly worse than the best, {a.best['strategy']} "
-            f"({fmt_ms(a.best['acc_mean'], a.best['acc_std'])}, {fmt_p(a.p_vs_best)}){cheapest}")
+            f"({fmt_ms(a.best['acc_mean'], a.best['acc_std'])}, {fmt_test(a.vs_best)}){cheapest}")
 
 
 def answer_rows(found: list[Answer]) -> tuple[list[str], list[list[str]]]:

@@ -75,20 +75,23 @@ def _number(v: Any) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
-def _hparam_columns(hp: dict[str, Any] | None) -> dict[str, Any]:
-    """The canonical text of a run's hparams and the numbers selection sorts by."""
+def _hparam_columns(hp: dict[str, Any] | None, steps: int | None) -> dict[str, Any]:
+    """The canonical text of a run's hparams and the numbers selection sorts by; ``lr_unused`` when the run took
+    no optimizer step (``steps`` 0: the solved linear probe), whose ``lr`` is then NaN: it used none."""
+    unused = steps == 0
     if hp is None:
-        return {"config": "", "lr": math.nan, "backbone_lr": math.nan, "depth": math.nan}
-    lr = _number(hp.get(LR))
+        return {"config": "", "lr": math.nan, "backbone_lr": math.nan, "depth": math.nan, "lr_unused": unused}
+    lr = math.nan if unused else _number(hp.get(LR))
     scale = _number(hp.get(BACKBONE_LR_SCALE, 1.0))  # the policy's default scale when the strategy has none
     depth = (math.inf if hp[DEPTH] is None else _number(hp[DEPTH])) if DEPTH in hp else math.nan
     return {"config": json.dumps(hp, sort_keys=True, default=str), "lr": lr, "backbone_lr": lr * scale,
-            "depth": depth}
+            "depth": depth, "lr_unused": unused}
 
 
 def candidates(found: Scan, metric: str, higher: bool = True) -> pd.DataFrame:
-    """Every configuration tried (:meth:`Scan.attempts`), cell keys normalised, with ``config``, ``lr``,
-    ``backbone_lr``, ``depth`` (inf: all blocks; NaN: unknown), ``score`` (the selection metric) and
+    """Every configuration tried (:meth:`Scan.attempts`), cell keys normalised, with ``config``, ``lr`` (NaN:
+    unknown, or unused), ``backbone_lr``, ``depth`` (inf: all blocks; NaN: unknown), ``lr_unused`` (no optimizer
+    step taken), ``score`` (the selection metric) and
     ``rank`` (the score, negated when lower is better)."""
     df = found.attempts()
     if df.empty:
@@ -96,7 +99,7 @@ def candidates(found: Scan, metric: str, higher: bool = True) -> pd.DataFrame:
     records = {e.path: e.record for e in found.entries}
     df = df.assign(**combo_columns(df))
     df["seed"] = pd.to_numeric(df["seed"], errors="coerce") if "seed" in df else np.nan
-    hp = pd.DataFrame([_hparam_columns(records[p].hparams) for p in df["path"]], index=df.index)
+    hp = pd.DataFrame([_hparam_columns(records[p].hparams, records[p].steps) for p in df["path"]], index=df.index)
     df = df.assign(**hp)
     df["solo"] = df["path"].where(df["config"] == "", "")
     df["score"] = pd.to_numeric(df[metric], errors="coerce") if metric in df else np.nan

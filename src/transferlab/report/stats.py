@@ -1,10 +1,10 @@
-"""Over seeds: mean, sample standard deviation, the two-sided Student-t confidence interval, and Welch's t-test."""
+"""Over seeds: mean, sample standard deviation, the two-sided Student-t confidence interval; the significance
+level and how p-values and spreads are written (the tests themselves: :mod:`~transferlab.report.paired`)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -36,22 +36,8 @@ def mean_ci(values: Iterable[float | None], level: float = 0.95) -> tuple[float,
 ALPHA = 0.05
 
 
-def p_less(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
-    """One-sided Welch's t-test that ``a``'s mean test accuracy is below ``b``'s, from two summary rows
-    (``acc_mean``, ``acc_std``, ``n_runs``): the p-value of ``scipy.stats.ttest_ind(a, b, equal_var=False,
-    alternative="less")``. None when a side has fewer than 2 runs or the p-value is undefined (no spread)."""
-    if min(int(a["n_runs"]), int(b["n_runs"])) < 2:
-        return None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        res = stats.ttest_ind_from_stats(float(a["acc_mean"]), float(a["acc_std"]), int(a["n_runs"]),
-                                         float(b["acc_mean"]), float(b["acc_std"]), int(b["n_runs"]),
-                                         equal_var=False, alternative="less")
-    p = float(res.pvalue)
-    return None if math.isnan(p) else p
-
-
 def fmt_p(p: float | None) -> str:
-    """``p=0.012``, ``p<0.001``, or ``p n/a`` (untestable)."""
+    """``p=0.012``, ``p<0.001``, or ``p n/a`` (no test made)."""
     if p is None:
         return "p n/a"
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from transferlab.record import BASELINE_STRATEGY, TEST_ACC, TEST_F1
+from transferlab.report.paired import PER_SEED, per_seed
 from transferlab.report.stats import mean_ci
 
 #: the keys that make one comparison (a table of its own in the report)
@@ -34,10 +35,14 @@ SUMMARY_COLUMNS: list[str] = [
     "l2_median",
     "l2_min",
     "l2_max",
+    PER_SEED,
 ]
 
 #: the L2 strength the L-BFGS probe chose (``result.json``'s ``probe.l2``, flattened)
 PROBE_L2 = "probe.l2"
+
+#: the record's columns that say which draw and source model a run had (``paired.per_seed`` reads them)
+DRAW_COLUMNS = ("seed", "draw", "source_seed")
 
 _MEANS = ((TEST_ACC, "acc"), (TEST_F1, "f1"), ("n_train", "n_train"),
           ("trainable_params", "trainable_params"), ("train_time_s", "train_time_s"))
@@ -90,7 +95,7 @@ def _work_frame(df: pd.DataFrame, passthrough: Sequence[str]) -> pd.DataFrame:
     work = combo_columns(df)
     for src, dst in (*_MEANS, (PROBE_L2, "l2")):
         work[dst] = pd.to_numeric(df[src], errors="coerce") if src in df else np.nan
-    for col in passthrough:
+    for col in (*passthrough, *DRAW_COLUMNS):
         work[col] = df[col] if col in df else np.nan
     return work
 
@@ -106,7 +111,9 @@ def summarize(df: pd.DataFrame, by: Sequence[str] = (), extra: Mapping[str, Extr
     Columns are :data:`SUMMARY_COLUMNS` (then ``by``, then ``extra``'s names); ``acc_*`` refer to
     ``test/acc`` (sample std, two-sided 95% Student-t interval, NaN when n = 1), ``f1_*`` to
     ``test/f1_macro``; n_train, trainable_params and train_time_s are means; ``l2_*`` the median, min
-    and max over seeds of the L2 strength an L-BFGS probe chose (NaN for other runs); ``extra`` maps a
+    and max over seeds of the L2 strength an L-BFGS probe chose (NaN for other runs); ``per_seed`` the runs
+    themselves (``paired.SeedResult``: seed, draw, source seed, test accuracy), which the paired
+    comparisons read; ``extra`` maps a
     column name to (input column, reducer of a group's values). Rows are sorted by combination, size,
     ``by``, strategy. Scratch runs are shared as the baseline across the ``weights`` values of the
     transfer runs they go with.
@@ -130,6 +137,7 @@ def summarize(df: pd.DataFrame, by: Sequence[str] = (), extra: Mapping[str, Extr
             "trainable_params": g["trainable_params"].mean(),
             "train_time_s": g["train_time_s"].mean(),
             "l2_median": g["l2"].median(), "l2_min": g["l2"].min(), "l2_max": g["l2"].max(),
+            PER_SEED: per_seed(g),
             **{name: reduce(g[src]) for name, (src, reduce) in extra.items()},
         })
     out = pd.DataFrame(rows, columns=columns)

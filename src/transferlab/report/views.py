@@ -43,6 +43,17 @@ def held_fixed(sel: Selection, column: str) -> pd.DataFrame:
     return view.sort_values(order, kind="stable").reset_index(drop=True)
 
 
+def lr_free(sel: Selection) -> list[str]:
+    """The strategies whose completed runs took no optimizer step (the solved linear probe): they used no LR,
+    so the LR view leaves them out rather than draw them at an ``optimizer.lr`` they never used."""
+    df = sel.frame
+    if df.empty:
+        return []
+    done = df[df["counted"].astype(bool)]
+    unused = done.groupby("strategy")["lr_unused"].all()
+    return sorted(str(s) for s in unused[unused].index)
+
+
 def varies(view: pd.DataFrame, column: str) -> bool:
     """Whether some combination × strategy × size has more than one value of ``column``."""
     if view.empty:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from transferlab.report.paired import PER_SEED
+
 
 def log_report_to_wandb(summary: pd.DataFrame, png_path: Path | None, project: str,
                         group: str | None = None, images: Mapping[str, Path] | None = None) -> bool:
@@ -24,7 +26,8 @@ def log_report_to_wandb(summary: pd.DataFrame, png_path: Path | None, project: s
 
         run = wandb.init(project=project, group=group, job_type="report",
                          config={"n_rows": int(len(summary))})
-        table_df = summary.astype(object).where(summary.notna(), None)
+        scalars = summary.drop(columns=[PER_SEED], errors="ignore")  # the per-seed runs are in results.csv
+        table_df = scalars.astype(object).where(scalars.notna(), None)
         payload: dict[str, Any] = {"report/summary": wandb.Table(dataframe=table_df)}
         figures = dict(images) if images is not None else {"learning_curve": png_path}
         for name, path in figures.items():

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.data.loaders import ImageDataModule, SplitsDataModule, loader_settings
 from transferlab.data.registry import load_splits
-from transferlab.data.splits import DatasetSplits, subsample, train_selection
+from transferlab.data.splits import DatasetSplits, subsample, subset_seed, train_selection
 from transferlab.data.transforms import build_transform
 from transferlab.config.schema import RunConfig, check_config
 from transferlab.features.cache import cached_features, state_digest
@@ -39,7 +39,8 @@ from transferlab.strategies.registry import build_policy
 #: dataset keys that choose the training subset or how files are read, not what the backbone computes
 #: from them: left out of the feature-cache key (besides the result-neutral keys), so one extraction
 #: serves every fraction, seed and batch size of a sweep
-TRAINING_ONLY_DATASET_KEYS = ("fraction", "per_class", "batch_size", "augment", "mixup", "on_bad_file", "verify", "download", "preload")
+TRAINING_ONLY_DATASET_KEYS = (
+    "fraction", "per_class", "subset_seed", "batch_size", "augment", "mixup", "on_bad_file", "verify", "download", "preload")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class RunPlan:
     train_indices: np.ndarray
     dataset_cfg: dict[str, Any]
     config: RunConfig
+    subset_seed: int  # the seed that drew train_indices (dataset.subset_seed, or the run's seed)
 
 
 @dataclass
@@ -101,10 +103,11 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     dataset_cfg = plain(cfg.dataset)
     splits = load_splits(dataset_cfg)
     dataset = config.dataset
-    train_indices = subsample(splits.train.labels, dataset.fraction, dataset.per_class, dataset.split_seed, splits.class_names)
+    drawn_by = subset_seed(dataset_cfg, config.seed)  # val and test stay fixed by dataset.split_seed
+    train_indices = subsample(splits.train.labels, dataset.fraction, dataset.per_class, drawn_by, splits.class_names)
     budget_steps(cfg.get("budget"), len(train_indices))  # a bad budget fails here, before the model is built
     warn_schedule(cfg, policy, len(train_indices))
-    return RunPlan(policy, splits, train_indices, dataset_cfg, config)
+    return RunPlan(policy, splits, train_indices, dataset_cfg, config, drawn_by)
 
 
 def augmentation(cfg: DictConfig, policy: FreezePolicy) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -180,7 +183,7 @@ def assemble(cfg: DictConfig, plan: RunPlan, weights: str | None) -> Run:
     images = image_datamodule(cfg, plan, preprocess, augment)
     staged = staged_epochs(cfg, plan, module, augment, mixup)
     run = Run(module, images, plan.policy, weights, n_train=len(plan.train_indices), train_indices=plan.train_indices,
-              selection=train_selection(plan.splits, plan.train_indices, plan.dataset_cfg))
+              selection=train_selection(plan.splits, plan.train_indices, plan.dataset_cfg, plan.subset_seed))
     run.features_cached = plan.policy.features_only or staged > 0 or run.solves_head
     if run.features_cached:
         start = time.perf_counter()

@@ -34,7 +34,7 @@ from transferlab.run.distributed import DistributedSync
 from transferlab.run.inputs import inputs_fingerprint, set_aside, what_changed
 from transferlab.run.preemption import RunInterrupted, SignalStop, describe_interruption, is_interruption
 from transferlab.run.probing import solve_head, wandb_entries
-from transferlab.run.source import resolve_weights
+from transferlab.run.source import resolve_weights, source_seed
 from transferlab.run.trainer import device_of, intra_op_threads, make_trainer
 from transferlab.tracking import build_logger, finish_wandb, wandb_info, wandb_summary
 
@@ -172,6 +172,9 @@ def _train(cfg: DictConfig, out_dir: Path, record: RunRecord) -> dict[str, float
     record.n_train, record.feature_cache_hit = run.n_train, run.feature_cache_hit
     if not run.policy.pretrained:
         record.weights = None
+    record.source_seed = source_seed(cfg) if record.weights == "source" else None
+    if run.selection is not None:  # the draw the report pairs strategies by
+        record.subset_seed, record.draw = run.selection["subset_seed"], run.selection["draw"]
     if rank() == 0 and run.selection is not None:
         write_json_atomic(out_dir / TRAIN_INDICES_FILE, redact(run.selection))
     logger = _logger(cfg, out_dir, record) if rank() == 0 else None

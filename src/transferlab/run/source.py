@@ -43,8 +43,19 @@ def resolve_weights(cfg: DictConfig, policy: FreezePolicy) -> str | None:
     return str(path.resolve())
 
 
+def source_seed(cfg: DictConfig) -> int | None:
+    """The seed the source task trains with, ``source.seed`` (``source.seed: ${seed}`` makes every seed of a
+    study start from its own source model); None without a ``source:`` block."""
+    src = cfg.get("source")
+    return None if src is None else int(src.get("seed", 0))
+
+
 def source_config(cfg: DictConfig) -> DictConfig:
-    """A full run config that trains ``cfg.backbone`` from scratch on ``cfg.source.dataset``."""
+    """A full run config that trains ``cfg.backbone`` from scratch on ``cfg.source.dataset``.
+
+    The source task trains on its whole training split (``fraction`` 1.0), whatever the target's size, and
+    ``subset_seed`` is left out of its dataset: no seed can draw another source training set, and the
+    source-weights key (:func:`source_key`) does not depend on a key that cannot change the weights."""
     if "source" not in cfg or cfg.source is None:
         raise ConfigError(
             "backbone.weights=source needs a `source:` block (dataset, max_epochs, lr…) in the config; "
@@ -54,12 +65,12 @@ def source_config(cfg: DictConfig) -> DictConfig:
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
     plain.update(
-        dataset={**plain["source"]["dataset"], "fraction": 1.0, "per_class": None},
+        dataset={**{k: v for k, v in plain["source"]["dataset"].items() if k != "subset_seed"}, "fraction": 1.0, "per_class": None},
         strategy={"name": "scratch"},
         head={"name": "linear", "hidden": [], "dropout": 0.0, "activation": "relu", "pool": None},
         optimizer={**plain["optimizer"], **{k: src[k] for k in ("lr", "weight_decay") if k in src}},
         logger={"name": "none"},
-        seed=int(src.get("seed", 0)),
+        seed=source_seed(cfg),
         keep_checkpoints=False,
         # the source task's budget is source.max_epochs: the target's step budget (budget=by_size under
         # sweep=fair_x_fraction) must not reach it, nor is it in source_key (it once gave the glyph model
