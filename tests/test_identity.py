@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from conftest import ROOT, make_cfg, read_result
@@ -28,6 +28,7 @@ from transferlab.report.load import KILLED, scan
 from transferlab.run import lifecycle
 from transferlab.run.inputs import inputs_fingerprint
 from transferlab.run.lifecycle import train
+from transferlab.run.source import source_weights_path
 
 #: a run of a few seconds on an image folder
 TINY = ["dataset=folder", "backbone.name=test_resnet", "backbone.weights=null", "strategy=scratch", "trainer.max_epochs=1",
@@ -252,3 +253,19 @@ def test_a_multirun_with_a_failed_job_exits_1_after_every_job_ran(tmp_path: Path
     listing = proc.stderr[proc.stderr.index("1 job(s) of this multirun failed"):]
     assert "dataset.fraction=7," in listing and "dataset.fraction=7 must be in (0, 1]" in listing
     assert "Traceback" not in proc.stderr and not (sweep / ".failed_jobs").exists()
+
+
+def test_the_source_weights_key_follows_the_source_data(tmp_path: Path) -> None:
+    """A folder source task whose files changed trains (and caches) another source model, never the old one."""
+    root = make_images(tmp_path / "src_imgs", {"a": 3, "b": 3})
+
+    def weights_path() -> Path:
+        cfg = make_cfg(tmp_path, "backbone.weights=source")
+        with open_dict(cfg):
+            cfg.source.dataset = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "dataset" / "folder.yaml"), {"root": str(root)})
+        return source_weights_path(cfg, tmp_path / "cache")
+
+    before = weights_path()
+    assert before == weights_path()
+    shutil.copytree(root / "b", root / "c")
+    assert weights_path() != before

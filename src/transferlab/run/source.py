@@ -15,6 +15,7 @@ from safetensors.torch import save
 
 from transferlab.errors import ConfigError, WeightsError
 from transferlab.files import atomic_write, file_lock
+from transferlab.data.registry import data_fingerprint
 from transferlab.identity import digest, resolved, without_neutral_keys
 from transferlab.run.assembly import assemble, plan_run
 from transferlab.run.checkpoints import LAST, LastCheckpoint
@@ -86,10 +87,13 @@ def source_config(cfg: DictConfig) -> DictConfig:
 
 
 def source_key(src_cfg: DictConfig) -> dict[str, Any]:
-    """What decides the source checkpoint: backbone, data, optimisation, epochs and seed."""
+    """What decides the source checkpoint: backbone, data (its config and its fingerprint: the files of a
+    folder or manifest source can change under the same config), optimisation, epochs and seed."""
+    dataset = without_neutral_keys(resolved(src_cfg.dataset), prefix="dataset")
     return {
         "backbone": without_neutral_keys(resolved(src_cfg.backbone), prefix="backbone"),
-        "dataset": without_neutral_keys(resolved(src_cfg.dataset), prefix="dataset"),
+        "dataset": dataset,
+        "data": digest(data_fingerprint(dataset)),
         "optimizer": resolved(src_cfg.optimizer),
         "max_epochs": src_cfg.trainer.max_epochs,
         "precision": src_cfg.trainer.get("precision"),
