@@ -83,7 +83,7 @@ def test_the_source_seed_can_follow_the_run_seed(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
 
     def path(*overrides: str) -> Path:
-        return source_weights_path(make_cfg(tmp_path, "experiment=digits_transfer", *overrides), cache)
+        return source_weights_path(make_cfg(tmp_path, "backbone.weights=source", *overrides), cache)
 
     assert path("seed=1") == path("seed=0")  # the default: source.seed 0 for every seed
     follow = {s: path("source.seed=${seed}", f"seed={s}", f"strategy={st}") for s in (0, 1) for st in ("finetune", "linear_probe")}
@@ -92,6 +92,11 @@ def test_the_source_seed_can_follow_the_run_seed(tmp_path: Path) -> None:
     assert source_config(make_cfg(tmp_path, "source.seed=${seed}", "seed=4")).seed == 4
     # a subset seed cannot change the source's weights, so it does not change their key either
     assert path("source.dataset.subset_seed=5") == path()
+    # the two studies spread over source models: each seed its own (the measured reason is in their YAML)
+    assert source_config(make_cfg(tmp_path, "experiment=digits_transfer", "seed=3")).seed == 3
+    for study in ("digits_transfer", "digits_split_transfer"):
+        raw = OmegaConf.to_container(OmegaConf.load(ROOT / "experiments" / f"{study}.yaml"), resolve=False)
+        assert raw["source"]["seed"] == "${seed}"
 
 
 def test_the_default_studies_run_five_draws() -> None:
