@@ -157,13 +157,15 @@ def _wandb_logger(
 
 
 def wandb_info(logger: Logger | None) -> dict[str, Any] | None:
-    """``{id, mode, dir, project, entity}`` of the logger's W&B run (``dir``: the folder ``wandb sync`` takes), or None."""
+    """``{id, mode, dir, project, entity, group, name}`` of the logger's W&B run (``dir``: the folder
+    ``wandb sync`` takes), or None."""
     if not isinstance(logger, WandbLogger):
         return None
     try:
         run = logger.experiment
         mode = "offline" if getattr(run.settings, "_offline", False) else str(run.settings.mode)
-        return {"id": run.id, "mode": mode, "dir": str(Path(run.dir).parent), "project": run.project, "entity": run.entity}
+        return {"id": run.id, "mode": mode, "dir": str(Path(run.dir).parent), "project": run.project, "entity": run.entity,
+                "group": run.group, "name": run.name}
     except Exception as err:  # noqa: BLE001
         log.warning("W&B: cannot read the run's id and folder (%s).", err)
         return None
