@@ -65,6 +65,8 @@ class OfflineRun:
     summary: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
     n_history: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # every logged row, as logged
+    axes: dict[str, str] = field(default_factory=dict)  # define_metric: metric (or glob) → its x-axis ("" none)
 
 
 def _items(items: Any) -> dict[str, Any]:
@@ -92,6 +94,9 @@ def read_run(run_dir: Path) -> OfflineRun:
             run.summary.update(_items(record.summary.update))
         elif kind == "history":
             run.n_history += 1
+            run.history.append(_items(record.history.item))
+        elif kind == "metric":
+            run.axes[record.metric.name or record.metric.glob_name] = record.metric.step_metric
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run

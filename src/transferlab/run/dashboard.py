@@ -7,22 +7,26 @@ apart from the sweep's other runs) and the summary entries the report compares.
   outside ``paths.runs_dir`` (a ``hydra.sweep.dir`` of one's own, ``train(cfg, out_dir)``):
   ``<experiment>/<sweep_name>``, or ``<experiment>/<the folder's name>`` outside a sweep.
 - **Name**: ``<strategy>-<size>-s<seed>``, the weights when pretrained (``source``, ``hub``, a file as
-  ``name-digest``), then every other override that names the run's folder (``transferlab.naming``: a grid
-  point's hyperparameters among them) as ``key=value`` with the key's last part: ``finetune-f0.1-s0-source-
-  lr=0.003-backbone_lr_scale=0.1``. Two jobs of a sweep have different folders, so different names.
+  ``name-digest``), then each grid hyperparameter (a key of the record's ``hparams``) the job's overrides
+  set, as ``key=value`` with the key's last part: ``finetune-f0.1-s0-source-lr=0.003-backbone_lr_scale=0.1``.
+  When other overrides name the run's folder too (``transferlab.naming``: ``backbone.name=…``,
+  ``budget.steps=…``), a digest of them ends the name. Two jobs of a sweep have different folders, so
+  different names.
 - **Tags**: ``strategy:``, ``fraction:`` or ``per_class:``, ``seed:``, ``weights:``, ``backbone:``,
-  ``dataset:`` and one ``key:value`` per override of the name.
+  ``dataset:`` and one ``key:value`` per override of the folder name besides those.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from transferlab.identity import absolute_path, is_path
-from transferlab.naming import naming_items, path_label
+from transferlab.identity import absolute_path, digest, is_path
+from transferlab.naming import SHORT, naming_items, path_label
 from transferlab.record import RunRecord
 
 #: override keys whose values every name already shows (strategy, size, seed, weights)
@@ -46,11 +50,21 @@ def wandb_group(cfg: DictConfig, out_dir: Path, launch_dir: Path) -> str:
     return f"{cfg.experiment_name}/{cfg.get('sweep_name') or folder.name}"
 
 
-def distinguishing(overrides: list[str], launch_dir: Path) -> list[str]:
-    """The ``key=value`` items of the overrides that name the run's folder, less those every name shows,
-    each with its key's last part (``optimizer.lr=0.003`` → ``lr=0.003``)."""
-    items = naming_items(overrides, str(launch_dir))
-    return [_short(item) for key, item in items.items() if key not in SHOWN_KEYS]
+@dataclass(frozen=True)
+class Distinguishing:
+    """The overrides that name a run's folder, less those every name shows, each as ``key=value`` with the
+    key's last part (``optimizer.lr=0.003`` → ``lr=0.003``)."""
+
+    hparams: list[str]  # the grid hyperparameters (keys of the record's ``hparams``)
+    others: list[str]  # the rest (``name=test_resnet``, ``steps=8``…)
+
+
+def distinguishing(overrides: list[str], launch_dir: Path, hparams: Mapping[str, Any] | None) -> Distinguishing:
+    """What tells the job apart in its sweep, from its command-line ``overrides`` (see :class:`Distinguishing`)."""
+    items = {k: v for k, v in naming_items(overrides, str(launch_dir)).items() if k not in SHOWN_KEYS}
+    tunable = set(hparams or {})
+    return Distinguishing([_short(v) for k, v in items.items() if k in tunable],
+                          [_short(v) for k, v in items.items() if k not in tunable])
 
 
 def _short(item: str) -> str:
@@ -67,21 +81,22 @@ def weights_label(weights: str | None) -> str:
     return path_label(weights) if is_path(weights) else str(weights)
 
 
-def run_name(record: RunRecord, items: list[str]) -> str:
-    """``<strategy>-<size>-s<seed>[-<weights>][-key=value…]`` (see the module doc)."""
+def run_name(record: RunRecord, items: Distinguishing) -> str:
+    """``<strategy>-<size>-s<seed>[-<weights>][-key=value…][-<digest of the other overrides>]`` (see the module doc)."""
     parts = [str(record.strategy), record.size.tag, f"s{record.seed}"]
     if record.weights is not None:
         parts.append(weights_label(record.weights))
-    return "-".join([*parts, *items])
+    others = [digest(items.others, SHORT)] if items.others else []
+    return "-".join([*parts, *items.hparams, *others])
 
 
-def run_tags(record: RunRecord, items: list[str]) -> list[str]:
+def run_tags(record: RunRecord, items: Distinguishing) -> list[str]:
     """The run's W&B tags (see the module doc), each cut to W&B's 64 characters."""
     size = record.size
     value = size.fraction if size.kind == "fraction" else size.per_class
     tags = [f"strategy:{record.strategy}", f"{size.kind}:{value}", f"seed:{record.seed}",
             f"weights:{weights_label(record.weights)}", f"backbone:{record.backbone}", f"dataset:{record.dataset}",
-            *(item.replace("=", ":", 1) for item in items)]
+            *(item.replace("=", ":", 1) for item in [*items.hparams, *items.others])]
     return [tag[:MAX_TAG] for tag in tags]
 
 

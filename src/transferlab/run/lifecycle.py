@@ -192,7 +192,7 @@ def _train(cfg: DictConfig, out_dir: Path, record: RunRecord) -> dict[str, float
 def _logger(cfg: DictConfig, out_dir: Path, record: RunRecord) -> Any:
     """The run's Lightning logger, its W&B run grouped by its sweep's folder, named and tagged by what tells
     it apart from the sweep's other runs (``run.dashboard``)."""
-    items = distinguishing(job_overrides(), launch_dir())
+    items = distinguishing(job_overrides(), launch_dir(), record.hparams)
     group = wandb_group(cfg, out_dir, launch_dir())
     with redacted_argv():  # W&B records the command line
         return build_logger(cfg.logger, out_dir, resolved(cfg), run_name(record, items), group, str(record.strategy),
