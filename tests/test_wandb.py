@@ -17,7 +17,7 @@ import pytest
 from test_sweeps import TINY, _train_cli
 from transferlab.report.cli import main as report_main
 from transferlab.report.wandb_runs import apply_selection
-from wandb_records import OfflineRun, read_run
+from wandb_records import OfflineRun, RecordingApi, read_run
 
 LRS = (0.001, 0.01)
 STEPS = 8  # two epochs of four steps (budget.epoch_steps): every step logged, two epochs of parameter counts
@@ -117,29 +117,14 @@ def test_the_report_run_joins_the_sweep_group_with_its_tables_and_figures(sweep:
             assert any(key in k for k in run.summary), (key, sorted(run.summary))
 
 
-class FakeApi:
-    """Stands in for ``wandb.Api`` (no network here): records which runs' summaries were updated, and how."""
-
-    updates: dict[str, dict] = {}
-
-    def run(self, path: str) -> Any:
-        updates = self.updates
-
-        class Summary:
-            def update(self, values: dict) -> None:
-                updates[path] = values
-
-        return type("Run", (), {"summary": Summary()})()
-
-
 def test_apply_selection_writes_the_report_s_selection_through_the_public_api(sweep: dict,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import wandb
 
-    monkeypatch.setattr(wandb, "Api", FakeApi)
-    FakeApi.updates = {}
+    monkeypatch.setattr(wandb, "Api", RecordingApi)
+    RecordingApi.updates = {}
     result = apply_selection(sweep["reports"][-1])
     assert result.marked == len(LRS) and not result.failed
     chosen = pd.read_csv(sweep["reports"][-1] / "results.csv")
     expected = {f"transferlab/{row['wandb.id']}": {"selected": bool(row["selected"])} for _, row in chosen.iterrows()}
-    assert FakeApi.updates == expected and sum(v["selected"] for v in expected.values()) == 1
+    assert RecordingApi.updates == expected and sum(v["selected"] for v in expected.values()) == 1

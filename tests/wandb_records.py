@@ -1,4 +1,5 @@
-"""Read a W&B offline run (``run-<id>.wandb``) back: its run record, config, summary and exit code.
+"""Read a W&B offline run (``run-<id>.wandb``) back: its run record, config, summary, history, x-axes and exit
+code; and :class:`RecordingApi`, which stands in for ``wandb.Api`` where there is no network.
 
 wandb ≥ 0.2x writes the transaction log from its Go core and no longer ships the Python ``DataStore``
 reader, so the framing is read here (LevelDB log format: 32 KiB blocks, 7-byte chunk headers, CRC-32
@@ -100,3 +101,18 @@ def read_run(run_dir: Path) -> OfflineRun:
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run
+
+
+class RecordingApi:
+    """Stands in for ``wandb.Api`` (no network in the tests): the summary updates it was asked for, by run path."""
+
+    updates: dict[str, dict[str, Any]] = {}
+
+    def run(self, path: str) -> Any:
+        updates = self.updates
+
+        class Summary:
+            def update(self, values: dict[str, Any]) -> None:
+                updates[path] = values
+
+        return type("Run", (), {"summary": Summary()})()
