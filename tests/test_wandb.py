@@ -15,8 +15,11 @@ import pandas as pd
 import pytest
 
 from test_sweeps import TINY, _train_cli
+from transferlab.record import RunRecord, Status
 from transferlab.report.cli import main as report_main
 from transferlab.report.wandb_runs import apply_selection
+from transferlab.run.dashboard import distinguishing, run_name, run_tags
+from transferlab.run.trainer import log_interval
 from wandb_records import OfflineRun, RecordingApi, read_run
 
 LRS = (0.001, 0.01)
@@ -128,3 +131,24 @@ def test_apply_selection_writes_the_report_s_selection_through_the_public_api(sw
     chosen = pd.read_csv(sweep["reports"][-1] / "results.csv")
     expected = {f"transferlab/{row['wandb.id']}": {"selected": bool(row["selected"])} for _, row in chosen.iterrows()}
     assert RecordingApi.updates == expected and sum(v["selected"] for v in expected.values()) == 1
+
+
+def test_names_tell_apart_jobs_that_differ_outside_the_grid_too() -> None:
+    record = RunRecord(Status.RUNNING, strategy="finetune", fraction=0.1, seed=0, weights="source", backbone="b",
+                       dataset="digits", hparams={"optimizer.lr": 0.003, "strategy.backbone_lr_scale": 0.1})
+    names, tags = set(), []
+    for backbone in ("resnet18", "resnet50"):
+        items = distinguishing([f"backbone.name={backbone}", "optimizer.lr=0.003", "strategy=finetune", "seed=0",
+                                "strategy.backbone_lr_scale=0.1", "logger=wandb", "experiment=x"], Path("/x"), record.hparams)
+        names.add(run_name(record, items))
+        tags.append(run_tags(record, items))
+    assert len(names) == 2  # the backbone by a digest: not a grid hyperparameter, but it tells the jobs apart
+    assert all(n.startswith("finetune-f0.1-s0-source-lr=0.003-backbone_lr_scale=0.1-") for n in names)
+    assert [t[-1] for t in tags] == ["name:resnet18", "name:resnet50"]
+    assert "logger:wandb" not in tags[0] and "experiment:x" not in tags[0]  # neither names the run's folder
+
+
+@pytest.mark.parametrize(("configured", "steps", "every"), [(5, 8, 1), (5, 199, 1), (5, 250, 2), (5, 10_000, 5),
+                                                             (None, 100_000, 50), (50, 1_000, 10)])
+def test_short_runs_log_every_step_and_long_ones_as_configured(configured: int | None, steps: int, every: int) -> None:
+    assert log_interval(configured, steps) == every

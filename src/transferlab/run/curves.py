@@ -30,10 +30,10 @@ EPOCH = "epoch"
 
 
 def define_epoch_axis(run: Any, names: Sequence[str]) -> None:
-    """Plot ``names`` against ``epoch`` on the W&B ``run``; ``epoch`` itself is an axis, not a curve. W&B
+    """Plot ``names`` against ``epoch`` on the W&B ``run`` (``epoch`` itself against W&B's own step). W&B
     trouble is a warning."""
     try:
-        run.define_metric(EPOCH, hidden=True)
+        run.define_metric(EPOCH)
         for name in names:
             run.define_metric(name, step_metric=EPOCH)
     except Exception as err:  # noqa: BLE001 - tracking must never stop a run

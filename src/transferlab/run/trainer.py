@@ -98,7 +98,7 @@ def steps_per_epoch(cfg: DictConfig, n_train: int) -> int:
 def log_interval(configured: int | None, steps: int) -> int:
     """Steps between the training rows a run logs (loss, LR): ``trainer.log_every_n_steps`` (Lightning's
     default when unset), but at most ``steps // CURVE_POINTS``, so a short run's curves still have
-    ``CURVE_POINTS`` points: every optimizer step up to twice that many steps."""
+    ``CURVE_POINTS`` points: every optimizer step in a run of fewer than twice that many steps."""
     return max(1, min(int(configured or LIGHTNING_LOG_EVERY), steps // CURVE_POINTS))
 
 
