@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 from transferlab.identity import absolute_path, digest, is_path
 from transferlab.naming import SHORT, naming_items, path_label
 from transferlab.record import RunRecord
+from transferlab.redaction import redact_text
 
 #: override keys whose values every name already shows (strategy, size, seed, weights)
 SHOWN_KEYS = frozenset({"strategy", "dataset.fraction", "dataset.per_class", "seed", "backbone.weights"})
@@ -61,7 +62,8 @@ class Distinguishing:
 
 def distinguishing(overrides: list[str], launch_dir: Path, hparams: Mapping[str, Any] | None) -> Distinguishing:
     """What tells the job apart in its sweep, from its command-line ``overrides`` (see :class:`Distinguishing`)."""
-    items = {k: v for k, v in naming_items(overrides, str(launch_dir)).items() if k not in SHOWN_KEYS}
+    # secrets masked: W&B shows names and tags to everyone who sees the project
+    items = {k: redact_text(v) for k, v in naming_items(overrides, str(launch_dir)).items() if k not in SHOWN_KEYS}
     tunable = set(hparams or {})
     return Distinguishing([_short(v) for k, v in items.items() if k in tunable],
                           [_short(v) for k, v in items.items() if k not in tunable])
