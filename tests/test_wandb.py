@@ -17,7 +17,6 @@ import pytest
 from test_sweeps import TINY, _train_cli
 from transferlab.record import RunRecord, Status
 from transferlab.report.cli import main as report_main
-from transferlab.report.wandb_runs import apply_selection
 from transferlab.run.dashboard import distinguishing, run_name, run_tags
 from transferlab.run.trainer import log_interval
 from wandb_records import OfflineRun, RecordingApi, read_run
@@ -121,13 +120,14 @@ def test_the_report_run_joins_the_sweep_group_with_its_tables_and_figures(sweep:
 
 
 def test_apply_selection_writes_the_report_s_selection_through_the_public_api(sweep: dict,
-                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                               monkeypatch: pytest.MonkeyPatch,
+                                                                               capsys: pytest.CaptureFixture[str]) -> None:
     import wandb
 
     monkeypatch.setattr(wandb, "Api", RecordingApi)
     RecordingApi.updates = {}
-    result = apply_selection(sweep["reports"][-1])
-    assert result.marked == len(LRS) and not result.failed
+    assert report_main(["--wandb-apply-selection", str(sweep["reports"][-1])]) == 0  # the command the report prints
+    assert f"W&B: marked {len(LRS)} run(s)" in capsys.readouterr().out
     chosen = pd.read_csv(sweep["reports"][-1] / "results.csv")
     expected = {f"transferlab/{row['wandb.id']}": {"selected": bool(row["selected"])} for _, row in chosen.iterrows()}
     assert RecordingApi.updates == expected and sum(v["selected"] for v in expected.values()) == 1

@@ -25,6 +25,7 @@ from transferlab.report.wandb_runs import apply_selection, mark_selected, sync_p
 from transferlab.report.wandb_table import ReportLog, log_report_to_wandb, runs_group
 
 OUTPUT_MODE = 0o644  # report files are for everyone to read
+RESULTS_CSV = "results.csv"  # every run found, with ``selected``: what --wandb-apply-selection reads back
 
 
 class NoResultsError(FileNotFoundError):
@@ -84,7 +85,7 @@ def _results_csv(found: Scan, selection: Selection) -> str:
 def write_outputs(found: Scan, analysis: Analysis, dirs: list[Path], out: Path) -> ReportPaths:
     """Write results.csv, report.md and (with completed runs) the figures into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out / "results.csv", out / "report.md"
+    csv_path, md_path = out / RESULTS_CSV, out / "report.md"
     _write_text(csv_path, _results_csv(found, analysis.selection))
     png = sens = depth = None
     if not analysis.summary.empty:
@@ -199,7 +200,7 @@ def _mark_wandb_runs(selection: Selection, out: Path) -> None:
     if result.marked:
         print(f"W&B: marked {result.marked} online run(s) selected/not selected in {result.seconds:.1f} s")
     if result.offline:
-        print(f"W&B: {len(result.offline)} offline run(s); their selection is in {out / 'results.csv'}. Upload "
+        print(f"W&B: {len(result.offline)} offline run(s); their selection is in {out / RESULTS_CSV}. Upload "
               "them, then write it into their summaries:")
         print(f"  wandb sync {' '.join(sync_patterns(result.offline))}")
         print(f"  transferlab-report --wandb-apply-selection {out}")
@@ -207,10 +208,11 @@ def _mark_wandb_runs(selection: Selection, out: Path) -> None:
 
 def _apply_selection(report: Path) -> int:
     """``--wandb-apply-selection``: 0 when every run with a W&B id was marked, 1 otherwise, 2 without a report."""
-    if not (report / "results.csv" if report.is_dir() else report).is_file():
-        print(f"error: no results.csv in {report}. Pass the folder transferlab-report wrote (its --out).", file=sys.stderr)
+    csv = report / RESULTS_CSV if report.is_dir() else report
+    if not csv.is_file():
+        print(f"error: no {RESULTS_CSV} in {report}. Pass the folder transferlab-report wrote (its --out).", file=sys.stderr)
         return 2
-    result = apply_selection(report)
+    result = apply_selection(csv)
     print(f"W&B: marked {result.marked} run(s) selected/not selected in {result.seconds:.1f} s"
           + (f"; {len(result.failed)} failed (first: {result.failed[0]})" if result.failed else ""))
     return 1 if result.failed else 0

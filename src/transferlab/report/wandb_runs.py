@@ -27,8 +27,6 @@ from omegaconf import OmegaConf
 DEFAULT_PROJECT = "transferlab"  # conf/logger/wandb.yaml's default when $WANDB_PROJECT is unset
 #: the summary key that says whether the report selected a run
 SELECTED = "selected"
-#: the report's table of every run and its selection (``results.csv``'s rows, in the report's W&B run)
-RESULTS_CSV = "results.csv"
 
 
 @dataclass
@@ -118,17 +116,11 @@ def mark_selected(frame: pd.DataFrame) -> MarkResult:
     return _with_api(runs[online], MarkResult(offline=offline))
 
 
-def read_selection(report: Path) -> pd.DataFrame:
-    """The rows of a report's ``results.csv`` (``report``: the report's folder or the file itself)."""
-    path = Path(report) / RESULTS_CSV if Path(report).is_dir() else Path(report)
-    return pd.read_csv(path, dtype={"wandb.id": str, "wandb.project": str, "wandb.entity": str}, keep_default_na=False,
-                       na_values=[""])
-
-
-def apply_selection(report: Path) -> MarkResult:
+def apply_selection(results_csv: Path) -> MarkResult:
     """Write the selection a report made (its ``results.csv``) into the W&B summaries of its runs, through
     the public API: for offline runs, once they are uploaded with ``wandb sync``. Never raises for W&B."""
-    return _with_api(_runs(read_selection(report)), MarkResult())
+    frame = pd.read_csv(results_csv, dtype={"wandb.id": str, "wandb.project": str, "wandb.entity": str})
+    return _with_api(_runs(frame), MarkResult())
 
 
 def sync_patterns(offline_dirs: Iterable[str]) -> list[str]:

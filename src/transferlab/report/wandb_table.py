@@ -23,7 +23,7 @@ import pandas as pd
 from transferlab.report.paired import PER_SEED
 from transferlab.report.recommend import answer_rows, answers
 from transferlab.report.summary import combos
-from transferlab.report.wandb_runs import SELECTED, project_of
+from transferlab.report.wandb_runs import SELECTED
 from transferlab.wandb_access import wandb_mode
 
 #: the columns of ``report/selection``: which W&B run each completed run is, its cell and configuration
@@ -64,13 +64,6 @@ def runs_group(frame: pd.DataFrame) -> str | None:
     """The one W&B group the completed runs of ``frame`` share (their sweep's), or None."""
     groups = set(selection_table(frame)["wandb.group"].dropna()) - {""}
     return next(iter(groups)) if len(groups) == 1 else None
-
-
-def runs_project(frame: pd.DataFrame) -> str | None:
-    """The one W&B project the completed W&B runs of ``frame`` share, or None."""
-    done = selection_table(frame).dropna(subset=["wandb.id"])
-    projects = {project_of(row)[0] for _, row in done.iterrows()}
-    return next(iter(projects)) if len(projects) == 1 else None
 
 
 def _table(wandb: Any, df: pd.DataFrame) -> Any:
