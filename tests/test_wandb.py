@@ -14,10 +14,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from conftest import make_cfg, read_result
 from test_sweeps import TINY, _train_cli
 from transferlab.record import RunRecord, Status
 from transferlab.report.cli import main as report_main
 from transferlab.run.dashboard import distinguishing, run_name, run_tags
+from transferlab.run.lifecycle import train
 from transferlab.run.trainer import log_interval
 from wandb_records import OfflineRun, RecordingApi, read_run
 
@@ -152,3 +154,20 @@ def test_names_tell_apart_jobs_that_differ_outside_the_grid_too() -> None:
                                                              (None, 100_000, 50), (50, 1_000, 10)])
 def test_short_runs_log_every_step_and_long_ones_as_configured(configured: int | None, steps: int, every: int) -> None:
     assert log_interval(configured, steps) == every
+
+
+def test_gradual_unfreezing_shows_as_trainable_parameters_per_epoch(tmp_path: Path, one_thread: None) -> None:
+    import wandb
+
+    out = tmp_path / "run"
+    try:
+        train(make_cfg(tmp_path, *TINY, "strategy=gradual", "strategy.milestones=[1,2]", "dataset.fraction=0.05",
+                       "trainer.max_epochs=3", "logger=wandb", "logger.mode=offline"), out_dir=out)
+    finally:
+        wandb.teardown()  # W&B's process-wide settings (its folder) must not leak into later tests
+    record = read_result(out)
+    rows = [row for row in read_run(Path(record["wandb"]["dir"])).history if "params/trainable" in row]
+    assert [row["params/trainable_blocks"] for row in rows] == [0, 1, 2]  # the head, then one block per milestone
+    counts = [row["params/trainable"] for row in rows]
+    assert counts == sorted(set(counts)) and counts[-1] == record["trainable_params"]
+    assert record["trainable_params_start"] == counts[0]
