@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from transferlab.report import plot as report  # plot_learning_curve, and the COMBO_KEYS it imports from summary
-from transferlab.report.cli import ReportPaths, main, write_report
+from transferlab.report.cli import ReportPaths, analyse, main, scan_results, write_outputs, write_report
 from transferlab.report.findings import findings
 from transferlab.report.load import load_results
 from transferlab.report.stats import t_quantile
 from transferlab.report.summary import summarize
-from transferlab.report.wandb_table import log_report_to_wandb
+from transferlab.report.wandb_table import ReportLog, log_report_to_wandb
 
 T975_DF2 = 4.302653  # t(0.975, df=2) from a printed t table
 
@@ -392,36 +392,41 @@ def test_cli_only_failed_runs_is_nonzero_but_reports(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- wandb
 
 
+def _report_log(grid: Path, out: Path) -> ReportLog:
+    found = scan_results([grid])
+    analysis = analyse(found)
+    paths = write_outputs(found, analysis, [grid], out)
+    return ReportLog(analysis.summary, analysis.selection.frame, {"learning_curve": paths.png}, paths.md)
+
+
 def test_log_report_to_wandb_offline(grid: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    wandb_dir = tmp_path / "wb"
-    wandb_dir.mkdir()
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(wandb_dir))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))  # the report's folder wins
     monkeypatch.setenv("WANDB_SILENT", "true")
-    paths = write_report([grid], tmp_path / "out")
-    summary = summarize(load_results([grid])[0])
-    assert log_report_to_wandb(summary, paths.png, "transferlab-test", "g1") is True
-    runs = list(wandb_dir.glob("wandb/offline-run-*"))
-    assert len(runs) == 1
+    content = _report_log(grid, tmp_path / "out")
+    where = log_report_to_wandb(content, "transferlab-test", "g1", tmp_path / "out")
+    runs = list((tmp_path / "out").glob("wandb/offline-run-*"))
+    assert where is not None and [where.dir] == runs and where.mode == "offline" and where.group == "g1"
     assert list(runs[0].glob("run-*.wandb")), list(runs[0].iterdir())
     assert list(runs[0].glob("files/media/images/**/*.png"))
-    tables = list(runs[0].glob("files/media/table/**/*.table.json"))
-    assert len(tables) == 1
-    logged = json.loads(tables[0].read_text())
-    assert "acc_mean" in logged["columns"] and len(logged["data"]) == len(summary)
+    results = list(runs[0].glob("files/media/table/report/results*.table.json"))
+    assert len(results) == 1
+    logged = json.loads(results[0].read_text())
+    assert "acc_mean" in logged["columns"] and len(logged["data"]) == len(content.summary)
+    answer = json.loads(next(runs[0].glob("files/media/table/report/answer*.table.json")).read_text())
+    assert answer["columns"][:2] == ["size", "recommended"] and answer["data"]
 
 
-def test_log_report_to_wandb_never_raises(grid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_log_report_to_wandb_never_raises(grid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import wandb
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no network")
 
     monkeypatch.setattr(wandb, "init", boom)
-    summary = summarize(load_results([grid])[0])
     with pytest.warns(RuntimeWarning, match="no network"):
-        assert log_report_to_wandb(summary, None, "p", None) is False
+        assert log_report_to_wandb(_report_log(grid, tmp_path / "out"), "p", None, tmp_path / "out") is None
 
 
 def test_the_probe_l2_chosen_per_strategy_and_size_is_shown(tmp_path: Path) -> None:

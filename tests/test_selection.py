@@ -322,25 +322,51 @@ def offline_runs(root: Path, monkeypatch: pytest.MonkeyPatch) -> dict[float, Pat
     return dirs
 
 
-def test_each_run_s_wandb_summary_says_whether_it_was_selected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from wandb_records import read_run
+def online_runs(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """:func:`offline_runs`, their records saying online (as runs logged with a key and the network)."""
+    offline_runs(root, monkeypatch)
+    for f in root.rglob("result.json"):
+        rec = json.loads(f.read_text())
+        f.write_text(json.dumps(rec | {"wandb": rec["wandb"] | {"mode": "online"}}))
 
+
+def test_offline_runs_are_left_as_they_are_and_the_output_says_how_to_apply_the_selection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     dirs = offline_runs(tmp_path / "runs", monkeypatch)
+    for _ in range(2):
+        assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert f"wandb sync {tmp_path / 'runs'}/*/wandb/offline-run-*" in out
+    assert f"transferlab-report --wandb-apply-selection {tmp_path / 'out'}" in out
+    for folder in dirs.values():  # no run resumed to write the flag: one W&B run per job
+        assert len(list(folder.glob("offline-run-*"))) == 1
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert dict(zip(csv["wandb.id"], csv["selected"])) == {"sel001": False, "sel01": True}
+
+
+def test_online_runs_are_marked_through_the_public_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import wandb
+    from wandb_records import RecordingApi
+
+    online_runs(tmp_path / "runs", monkeypatch)
+    monkeypatch.setattr(wandb, "Api", RecordingApi)
+    RecordingApi.updates = {}
     assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
-    assert "W&B: marked 2 run(s)" in capsys.readouterr().out
-    for lr, selected in ((0.001, False), (0.01, True)):
-        first, mark = sorted(dirs[lr].glob("offline-run-*"))  # the run, then its resume: synced in this order
-        marked = read_run(mark)
-        assert marked.id == read_run(first).id and marked.project == "tl-select-test"
-        assert marked.summary["selected"] is selected
+    assert "W&B: marked 2 online run(s)" in capsys.readouterr().out
+    # the project from each run's Hydra config: no run of it was made here
+    assert RecordingApi.updates == {"tl-select-test/sel001": {"selected": False}, "tl-select-test/sel01": {"selected": True}}
 
 
 def test_wandb_trouble_never_fails_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import wandb
 
-    offline_runs(tmp_path / "runs", monkeypatch)
-    monkeypatch.setattr(wandb, "init", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no wandb today")))
-    with pytest.warns(RuntimeWarning, match="no wandb today"):
-        assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    online_runs(tmp_path / "runs", monkeypatch)
+    boom = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no wandb today"))  # noqa: E731
+    monkeypatch.setattr(wandb, "init", boom)
+    monkeypatch.setattr(wandb, "Api", boom)
+    with pytest.warns(RuntimeWarning, match="no wandb today") as warned:
+        assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--wandb-project", "tl"]) == 0
+    assert {str(w.message).split(" (")[0] for w in warned} >= {"could not log the report to wandb",
+                                                                "could not mark 1 W&B run(s)"}
     assert (tmp_path / "out" / "report.md").is_file()

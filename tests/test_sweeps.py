@@ -113,8 +113,11 @@ def test_strategy_x_fraction_multirun_one_result_and_one_wandb_run_per_job(tmp_p
         assert run.id == info["id"]
         assert run.group == "digits_transfer/strategy_x_fraction"
         assert run.job_type == record["strategy"]
-        assert run.name == f"{record['strategy']}-f0.1-s{record['seed']}"
-        assert run.tags == [f"strategy:{record['strategy']}", "fraction:0.1", "backbone:test_resnet", "dataset:digits"]
+        # strategy, size and seed by name; the command line's other settings (backbone, epochs) by a digest
+        assert run.name.startswith(f"{record['strategy']}-f0.1-s{record['seed']}-")
+        assert run.tags == [f"strategy:{record['strategy']}", "fraction:0.1", f"seed:{record['seed']}", "weights:none",
+                            "backbone:test_resnet", "dataset:digits", "name:test_resnet", "max_epochs:1"]
+        assert run.summary["n_train"] == record["n_train"] and run.summary["steps"] == record["steps"]
         assert run.project == "transferlab"
         # the resolved Hydra config is the run config; Lightning's module hparams do not overwrite its groups
         assert run.config["experiment_name"] == "digits_transfer" and run.config["sweep_name"] == "strategy_x_fraction"
@@ -131,6 +134,7 @@ def test_strategy_x_fraction_multirun_one_result_and_one_wandb_run_per_job(tmp_p
         assert run.exit_code == 0
         assert len(list((sweep_dir / folder / "wandb").glob("offline-run-*"))) == 1
     assert len(ids) == 4  # four jobs in one process: four W&B runs, none merged
+    assert len({read_run(Path(r["wandb"]["dir"])).name for r in results.values()}) == 4
 
 
 # ------------------------------------------------------------------------------------------ submitit local

@@ -1,4 +1,5 @@
-"""Read a W&B offline run (``run-<id>.wandb``) back: its run record, config, summary and exit code.
+"""Read a W&B offline run (``run-<id>.wandb``) back: its run record, config, summary, history, x-axes and exit
+code; and :class:`RecordingApi`, which stands in for ``wandb.Api`` where there is no network.
 
 wandb ≥ 0.2x writes the transaction log from its Go core and no longer ships the Python ``DataStore``
 reader, so the framing is read here (LevelDB log format: 32 KiB blocks, 7-byte chunk headers, CRC-32
@@ -65,6 +66,8 @@ class OfflineRun:
     summary: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
     n_history: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # every logged row, as logged
+    axes: dict[str, str] = field(default_factory=dict)  # define_metric: metric (or glob) → its x-axis ("" none)
 
 
 def _items(items: Any) -> dict[str, Any]:
@@ -92,6 +95,24 @@ def read_run(run_dir: Path) -> OfflineRun:
             run.summary.update(_items(record.summary.update))
         elif kind == "history":
             run.n_history += 1
+            run.history.append(_items(record.history.item))
+        elif kind == "metric":
+            run.axes[record.metric.name or record.metric.glob_name] = record.metric.step_metric
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run
+
+
+class RecordingApi:
+    """Stands in for ``wandb.Api`` (no network in the tests): the summary updates it was asked for, by run path."""
+
+    updates: dict[str, dict[str, Any]] = {}
+
+    def run(self, path: str) -> Any:
+        updates = self.updates
+
+        class Summary:
+            def update(self, values: dict[str, Any]) -> None:
+                updates[path] = values
+
+        return type("Run", (), {"summary": Summary()})()

@@ -39,15 +39,18 @@ def _key(override: Override) -> str:
     return override.get_key_element().lstrip("+~")
 
 
+def path_label(path: str) -> str:
+    """A path as a name shows it: its last part and a digest of the whole (``imgs-3fa9c2d1``)."""
+    return f"{os.path.basename(path) or 'root'}-{digest(path, SHORT)}"
+
+
 def _item(override: Override, launch_dir: str) -> str:
     """One ``key=value`` of the folder name."""
     line = str(override.input_line)
     left = line.split("=", 1)[0]
     value = override.value() if not override.is_delete() else None
     if _key(override) in PATH_KEYS and is_path(value):
-        path = absolute_path(str(value), launch_dir)
-        name = os.path.basename(path) or "root"
-        return f"{left}={name}-{digest(path, SHORT)}"
+        return f"{left}={path_label(absolute_path(str(value), launch_dir))}"
     if "/" in line:
         return f"{line.replace('/', '_')[:64]}-{digest(line, SHORT)}"
     return line
@@ -62,11 +65,17 @@ def _capped(name: str) -> str:
     return f"{head}-{digest(name, SHORT)}"
 
 
+def naming_items(overrides: Sequence[str], launch_dir: str) -> dict[str, str]:
+    """The overrides that name a run, by key (``+``/``~`` stripped), each as its ``key=value`` item of the
+    folder name, sorted by item: what tells a sweep's runs apart (W&B names them by it too)."""
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    items = {_key(o): _item(o, str(launch_dir)) for o in parsed if _key(o) not in EXCLUDED_KEYS}
+    return dict(sorted(items.items(), key=lambda kv: kv[1]))
+
+
 def run_folder_name(overrides: Sequence[str], launch_dir: str) -> str:
     """The folder name of a run with the command-line ``overrides`` launched from ``launch_dir``."""
-    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
-    items = sorted(_item(o, str(launch_dir)) for o in parsed if _key(o) not in EXCLUDED_KEYS)
-    return _capped(",".join(items))
+    return _capped(",".join(naming_items(overrides, launch_dir).values()))
 
 
 #: the resolver ``conf/config.yaml`` names run folders with, registered on import

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import socket
 import string
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,38 +14,9 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 
 from transferlab.errors import ConfigError
 from transferlab.redaction import redact
+from transferlab.wandb_access import wandb_mode
 
 log = logging.getLogger(__name__)
-
-
-def wandb_mode(requested: str | None) -> str:
-    """``online`` only when asked (or ``auto``) and a key and the network are there; else ``offline``."""
-    env = os.environ.get("WANDB_MODE")
-    mode = (requested or "auto") if requested not in (None, "auto") else (env or "auto")
-    if mode in ("offline", "disabled", "dryrun"):
-        return "offline" if mode == "dryrun" else mode
-    has_key = bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_wandb()
-    if not has_key or not _reachable("api.wandb.ai", 443):
-        if mode == "online":
-            log.warning("W&B: no API key or no network; logging offline instead (sync later with `wandb sync`).")
-        return "offline"
-    return "online"
-
-
-def _netrc_has_wandb() -> bool:
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    try:
-        return "api.wandb.ai" in netrc.read_text()
-    except OSError:
-        return False
-
-
-def _reachable(host: str, port: int, timeout_s: float = 2.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
 
 
 def build_logger(
@@ -157,13 +127,15 @@ def _wandb_logger(
 
 
 def wandb_info(logger: Logger | None) -> dict[str, Any] | None:
-    """``{id, mode, dir, project, entity}`` of the logger's W&B run (``dir``: the folder ``wandb sync`` takes), or None."""
+    """``{id, mode, dir, project, entity, group, name}`` of the logger's W&B run (``dir``: the folder
+    ``wandb sync`` takes), or None."""
     if not isinstance(logger, WandbLogger):
         return None
     try:
         run = logger.experiment
         mode = "offline" if getattr(run.settings, "_offline", False) else str(run.settings.mode)
-        return {"id": run.id, "mode": mode, "dir": str(Path(run.dir).parent), "project": run.project, "entity": run.entity}
+        return {"id": run.id, "mode": mode, "dir": str(Path(run.dir).parent), "project": run.project, "entity": run.entity,
+                "group": run.group, "name": run.name}
     except Exception as err:  # noqa: BLE001
         log.warning("W&B: cannot read the run's id and folder (%s).", err)
         return None

@@ -24,6 +24,9 @@ from transferlab.model.optim import build_optimizer, lr_schedule, param_groups
 
 T = TypeVar("T")
 
+#: the name of the LR curves: ``lr/<parameter group>`` (``model.optim.param_groups`` names the groups)
+LR_CURVE = "lr"
+
 
 @dataclass(frozen=True)
 class RunChoices:
@@ -170,7 +173,12 @@ class TransferModule(pl.LightningModule):
         epochs = max(1, int(self.trainer.max_epochs or 1))
         warmup = int(round(float(opt.warmup_epochs) * total / epochs))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(opt.scheduler, total, warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # named: Lightning's LearningRateMonitor logs each parameter group as lr/<group> (lr/head, lr/backbone.3…)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": LR_CURVE}}
+
+    def epoch_metric_names(self) -> list[str]:
+        """The keys this module logs once per epoch (validation metrics, the epoch means of training ones)."""
+        return ["train/loss_epoch", *self.train_metrics.keys(), "val/loss", *self.val_metrics.keys()]
 
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total) parameter counts by ``requires_grad`` (the policy's own counts see mask mode)."""

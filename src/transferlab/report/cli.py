@@ -21,10 +21,11 @@ from transferlab.report.recommend import answer_rows, answers
 from transferlab.report.selection import DEFAULT_METRIC, Selection, SelectionMetricError, select_runs, summary_extras
 from transferlab.report.summary import combos, summarize
 from transferlab.report.views import DEPTH_COLUMN, LR_COLUMN, depth_strategies, held_fixed, varies
-from transferlab.report.wandb_runs import mark_selected
-from transferlab.report.wandb_table import log_report_to_wandb
+from transferlab.report.wandb_runs import apply_selection, mark_selected, sync_patterns
+from transferlab.report.wandb_table import ReportLog, log_report_to_wandb, runs_group
 
 OUTPUT_MODE = 0o644  # report files are for everyone to read
+RESULTS_CSV = "results.csv"  # every run found, with ``selected``: what --wandb-apply-selection reads back
 
 
 class NoResultsError(FileNotFoundError):
@@ -84,7 +85,7 @@ def _results_csv(found: Scan, selection: Selection) -> str:
 def write_outputs(found: Scan, analysis: Analysis, dirs: list[Path], out: Path) -> ReportPaths:
     """Write results.csv, report.md and (with completed runs) the figures into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out / "results.csv", out / "report.md"
+    csv_path, md_path = out / RESULTS_CSV, out / "report.md"
     _write_text(csv_path, _results_csv(found, analysis.selection))
     png = sens = depth = None
     if not analysis.summary.empty:
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="transferlab-report",
         description="Aggregate result.json files of transferlab runs into a CSV, a markdown report and "
                     "figures; in each cell the configuration with the best validation metric is reported.")
-    p.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
+    p.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
                    help="folders searched recursively for result.json")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: DIR/report for the first DIR)")
@@ -149,10 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select-mode", choices=("max", "min"), default=None,
                    help="whether the highest or lowest metric wins (default: min for a loss or error, else max)")
     p.add_argument("--wandb-project", default=None,
-                   help="also log the summary table and figures to this W&B project")
-    p.add_argument("--wandb-group", default=None, help="W&B group for the report run")
+                   help="also log the report to a W&B run of this project (job_type report), kept in OUT/wandb/")
+    p.add_argument("--wandb-group", default=None,
+                   help="W&B group of the report's run (default: the group of the runs, their sweep's)")
     p.add_argument("--no-wandb-mark", action="store_true",
-                   help="do not write selected: true/false into each run's own W&B summary")
+                   help="do not write selected: true/false into the summaries of the runs' online W&B runs")
+    p.add_argument("--wandb-apply-selection", type=Path, default=None, metavar="REPORT",
+                   help="only write the selection of the report in REPORT (its folder or results.csv) into "
+                        "the runs' W&B summaries, through W&B's API: for offline runs, after `wandb sync`")
     return p
 
 
@@ -176,16 +181,51 @@ def _print_outcome(a: Analysis, counts: dict[str, int], paths: ReportPaths, dirs
             print(f"wrote {path}")
 
 
-def _mark_wandb_runs(selection: Selection) -> None:
+def _log_report_run(args: argparse.Namespace, a: Analysis, paths: ReportPaths) -> None:
+    """The report's own W&B run (``--wandb-project``), in the runs' group unless ``--wandb-group`` says
+    otherwise; prints where it is and how to upload it."""
+    figures = {"learning_curve": paths.png, "sensitivity": paths.sensitivity, "freeze_depth": paths.freeze_depth}
+    content = ReportLog(a.summary, a.selection.frame, {k: v for k, v in figures.items() if v is not None}, paths.md)
+    group = args.wandb_group or runs_group(a.selection.frame)
+    run = log_report_to_wandb(content, args.wandb_project, group, paths.out)
+    if run is None:
+        return
+    print(f"W&B: the report's run {run.id} (group {run.group or '-'}, job_type report) is in {run.dir}")
+    print(f"W&B: see it at {run.url}" if run.url else f"W&B: upload it with: wandb sync {run.dir}")
+
+
+def _mark_wandb_runs(selection: Selection, out: Path) -> None:
+    """``selected`` into the online runs' summaries; for offline runs, the commands that do it once uploaded."""
     result = mark_selected(selection.frame)
-    if result.marked or result.skipped:
-        print(f"W&B: marked {result.marked} run(s) selected/not selected in {result.seconds:.1f} s"
-              + (f"; skipped {len(result.skipped)}: no offline-run folder where the record says" if result.skipped else ""))
+    if result.marked:
+        print(f"W&B: marked {result.marked} online run(s) selected/not selected in {result.seconds:.1f} s")
+    if result.offline:
+        print(f"W&B: {len(result.offline)} offline run(s); their selection is in {out / RESULTS_CSV}. Upload "
+              "them, then write it into their summaries:")
+        print(f"  wandb sync {' '.join(sync_patterns(result.offline))}")
+        print(f"  transferlab-report --wandb-apply-selection {out}")
+
+
+def _apply_selection(report: Path) -> int:
+    """``--wandb-apply-selection``: 0 when every run with a W&B id was marked, 1 otherwise, 2 without a report."""
+    csv = report / RESULTS_CSV if report.is_dir() else report
+    if not csv.is_file():
+        print(f"error: no {RESULTS_CSV} in {report}. Pass the folder transferlab-report wrote (its --out).", file=sys.stderr)
+        return 2
+    result = apply_selection(csv)
+    print(f"W&B: marked {result.marked} run(s) selected/not selected in {result.seconds:.1f} s"
+          + (f"; {len(result.failed)} failed (first: {result.failed[0]})" if result.failed else ""))
+    return 1 if result.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns 0 on success, 1 without completed runs, 2 on bad input."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.wandb_apply_selection is not None:
+        return _apply_selection(args.wandb_apply_selection)
+    if not args.dirs:
+        parser.error("give the folder(s) that hold your runs' outputs (DIR)")
     missing = [d for d in args.dirs if not d.exists()]
     if missing:
         print(f"error: no such folder: {', '.join(map(str, missing))}. "
@@ -216,9 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _print_outcome(analysis, found.problem_counts(), paths, args.dirs)
     if args.wandb_project and not analysis.summary.empty:
-        images = {"learning_curve": paths.png, "sensitivity": paths.sensitivity, "freeze_depth": paths.freeze_depth}
-        log_report_to_wandb(analysis.summary, paths.png, args.wandb_project, args.wandb_group,
-                            images={k: v for k, v in images.items() if v is not None})
+        _log_report_run(args, analysis, paths)
     if not args.no_wandb_mark:
-        _mark_wandb_runs(analysis.selection)
+        _mark_wandb_runs(analysis.selection, paths.out)
     return 0 if not analysis.summary.empty else 1

@@ -35,6 +35,14 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def job_overrides() -> list[str]:
+    """This job's command-line overrides (a sweep's grid point among them), as Hydra's ``overrides.task``;
+    none outside a Hydra app."""
+    if HydraConfig.initialized():
+        return [str(o) for o in HydraConfig.get().overrides.task]
+    return []
+
+
 def rank() -> int:
     """This process's global rank (0 without DDP), from the launcher's environment."""
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", 0))))

@@ -29,7 +29,9 @@ from transferlab.record import RESULT_FILE, RUN_LOCK, RunRecord, Status, is_comp
 from transferlab.redaction import redact, redacted_argv
 from transferlab.run.assembly import Run, assemble, plain, plan_run
 from transferlab.run.checkpoints import BEST, LAST, BestWeights, LastCheckpoint, check_checkpoint_fits
-from transferlab.run.context import in_slurm_job, launch_dir, output_dir, rank
+from transferlab.run.context import in_slurm_job, job_overrides, launch_dir, output_dir, rank
+from transferlab.run.curves import curve_callbacks
+from transferlab.run.dashboard import distinguishing, run_name, run_tags, summary_entries, wandb_group
 from transferlab.run.distributed import DistributedSync
 from transferlab.run.inputs import inputs_fingerprint, set_aside, what_changed
 from transferlab.run.preemption import RunInterrupted, SignalStop, describe_interruption, is_interruption
@@ -188,12 +190,13 @@ def _train(cfg: DictConfig, out_dir: Path, record: RunRecord) -> dict[str, float
 
 
 def _logger(cfg: DictConfig, out_dir: Path, record: RunRecord) -> Any:
-    """The run's Lightning logger, its W&B run named, grouped and tagged from the record."""
-    size = record.size
-    tags = [f"strategy:{record.strategy}", f"fraction:{record.fraction}", f"backbone:{record.backbone}", f"dataset:{record.dataset}"]
-    group = f"{cfg.experiment_name}/{cfg.get('sweep_name') or 'single'}"
+    """The run's Lightning logger, its W&B run grouped by its sweep's folder, named and tagged by what tells
+    it apart from the sweep's other runs (``run.dashboard``)."""
+    items = distinguishing(job_overrides(), launch_dir(), record.hparams)
+    group = wandb_group(cfg, out_dir, launch_dir())
     with redacted_argv():  # W&B records the command line
-        return build_logger(cfg.logger, out_dir, resolved(cfg), f"{record.strategy}-{size.tag}-s{record.seed}", group, str(record.strategy), tags)
+        return build_logger(cfg.logger, out_dir, resolved(cfg), run_name(record, items), group, str(record.strategy),
+                            run_tags(record, items))
 
 
 def _resume_point(run: Run, last: Path, record: RunRecord) -> str | None:
@@ -215,7 +218,8 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
     last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=keep,
                                keep_latest_after_s=finish_s if in_slurm_job() else None)
     ddp, stop = DistributedSync(), SignalStop(last_ckpt, finish_epoch_s=finish_s)
-    trainer = make_trainer(cfg, out_dir, [run.policy, best, last_ckpt, ddp, stop], logger, n_train=run.n_train,
+    callbacks = [run.policy, best, last_ckpt, ddp, stop, *curve_callbacks(logger)]
+    trainer = make_trainer(cfg, out_dir, callbacks, logger, n_train=run.n_train,
                            checkpoints=False, reload_dataloaders=run.staged, solved_epochs=run.solved_epochs)
     record.resumed_from = _resume_point(run, ckpt_dir / LAST, record)
     start = time.perf_counter()
@@ -235,7 +239,8 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
         torch.save(run.module.state_dict(), ckpt_dir / BEST)
     _complete(record, run, trainer, ddp, metrics, train_time, out_dir)
     if trainer.is_global_zero:
-        record.wandb = wandb_summary(logger, metrics, out_dir / RESULT_FILE, extra=wandb_entries(record.probe))
+        extra = {**summary_entries(record), **wandb_entries(record.probe)}
+        record.wandb = wandb_summary(logger, metrics, out_dir / RESULT_FILE, extra=extra)
         write_record(out_dir, record)
         if not keep:
             shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -23,6 +23,11 @@ from transferlab.run.distributed import refuse_relaunch_in_multirun
 
 log = logging.getLogger("transferlab")
 
+#: the fewest points a run's per-step curves (loss, LR) get, when it has steps enough (see :func:`log_interval`)
+CURVE_POINTS = 100
+#: Lightning's ``log_every_n_steps`` when the trainer config leaves it unset
+LIGHTNING_LOG_EVERY = 50
+
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX flags), where bf16-mixed pays off.
@@ -85,34 +90,49 @@ def epoch_passes(cfg: DictConfig, n_train: int) -> int:
     return max(1, min(wanted, steps // steps_per_pass))  # never an epoch longer than the whole budget
 
 
+def steps_per_epoch(cfg: DictConfig, n_train: int) -> int:
+    """Optimizer steps in one epoch of a run of ``n_train`` examples (its passes, see :func:`epoch_passes`)."""
+    return math.ceil(epoch_passes(cfg, n_train) * n_train / train_batch_size(cfg.dataset.batch_size, n_train))
+
+
+def log_interval(configured: int | None, steps: int) -> int:
+    """Steps between the training rows a run logs (loss, LR): ``trainer.log_every_n_steps`` (Lightning's
+    default when unset), but at most ``steps // CURVE_POINTS``, so a short run's curves still have
+    ``CURVE_POINTS`` points: every optimizer step in a run of fewer than twice that many steps."""
+    return max(1, min(int(configured or LIGHTNING_LOG_EVERY), steps // CURVE_POINTS))
+
+
 def planned_epochs(cfg: DictConfig, n_train: int) -> int:
     """How many epochs the run trains: its budget's steps as whole epochs (at least one), or, with
     ``budget=epochs``, ``trainer.max_epochs`` raised so a small training set still gets ``min_train_steps``
     optimizer steps. (-1 or null epochs: no limit; a large number stands in.)
     """
-    steps_per_epoch = math.ceil(epoch_passes(cfg, n_train) * n_train / train_batch_size(cfg.dataset.batch_size, n_train))
+    per_epoch = steps_per_epoch(cfg, n_train)
     steps = budget_steps(cfg.get("budget"), n_train)
     if steps is not None:
-        return max(1, round(steps / steps_per_epoch))
+        return max(1, round(steps / per_epoch))
     max_epochs = cfg.trainer.get("max_epochs")
     if not max_epochs or int(max_epochs) < 0:
         return 10**6
     min_steps = int(cfg.get("min_train_steps") or 0)
-    return max(int(max_epochs), math.ceil(min_steps / steps_per_epoch)) if min_steps > 0 else int(max_epochs)
+    return max(int(max_epochs), math.ceil(min_steps / per_epoch)) if min_steps > 0 else int(max_epochs)
 
 
 def trainer_arguments(cfg: DictConfig, n_train: int, checkpoints: bool, reload_dataloaders: bool, solved_epochs: int = 0) -> dict[str, Any]:
     """``cfg.trainer`` with the run's budget and the package's fixed choices filled in.
 
     The epochs come from the run's budget (``planned_epochs``); ``max_validations`` then spaces
-    validation out (every k-th epoch). ``solved_epochs``: leading epochs of the budget that a solve
-    replaced (lp_ft's probe by L-BFGS).
+    validation out (every k-th epoch) and ``log_interval`` the training rows (``log_every_n_steps``).
+    ``solved_epochs``: leading epochs of the budget that a solve replaced (lp_ft's probe by L-BFGS).
     """
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
     by_budget = budget_steps(cfg.get("budget"), n_train) is not None
     if by_budget or (kwargs.get("max_epochs") and int(kwargs["max_epochs"]) > 0):
         kwargs["max_epochs"] = max(1, planned_epochs(cfg, n_train) - int(solved_epochs))
+    if kwargs.get("max_epochs") and int(kwargs["max_epochs"]) > 0:  # loss and LR curves however short the run
+        steps = int(kwargs["max_epochs"]) * steps_per_epoch(cfg, n_train)
+        kwargs["log_every_n_steps"] = log_interval(kwargs.get("log_every_n_steps"), steps)
     if reload_dataloaders:  # StagedDataModule: from cached features to images
         kwargs["reload_dataloaders_every_n_epochs"] = 1
     max_validations = cfg.get("max_validations")

@@ -7,7 +7,7 @@ statistics do not move). The optimizer holds every parameter from the start, so 
 mid-training; the policy's state is saved in checkpoints and restored on resume.
 
 A policy also owns its optimisation options: the backbone's LR scale, layer-wise LR decay, whether its
-head-only epochs train on cached backbone features, and its parameter counts (logged at the start).
+head-only epochs train on cached backbone features, and its parameter counts (logged every epoch).
 
 Under DDP (world size > 1) a policy whose schedule changes over epochs (``static = False``: gradual,
 lp_ft) runs in *mask mode*: torch DDP only all-reduces parameters that required grad when it wrapped
@@ -24,6 +24,9 @@ import pytorch_lightning as pl
 from torch import nn
 
 from transferlab.errors import ConfigError
+
+#: what a policy logs at the start of every epoch: trainable and total parameters, trainable backbone blocks
+PARAMETER_CURVES: tuple[str, ...] = ("params/trainable", "params/total", "params/trainable_blocks")
 
 
 class FreezePolicy(pl.Callback):
@@ -141,21 +144,22 @@ class FreezePolicy(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # the restored epoch after a resume (Lightning restores its loops after on_fit_start), so the
-        # counts logged at the start of a resumed run are the resumed epoch's
+        # counts at the start of a resumed run are the resumed epoch's
         self.apply(pl_module, trainer.current_epoch)
         self.counts_at_start = self.parameter_counts(pl_module)
-        for logger in trainer.loggers:
-            logger.log_metrics({"params/trainable": self.counts_at_start[0], "params/total": self.counts_at_start[1]}, step=0)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         before = self.n_trainable_blocks
         self.apply(pl_module, trainer.current_epoch)
+        trainable, total = self.parameter_counts(pl_module)
         if before is not None and before != self.n_trainable_blocks:
-            trainable, _ = self.parameter_counts(pl_module)
             pl_module.print(
                 f"[{self.name}] epoch {trainer.current_epoch}: {self.n_trainable_blocks} of "
                 f"{len(pl_module.blocks)} backbone blocks train ({trainable:,} trainable parameters)"
             )
+        counts = dict(zip(PARAMETER_CURVES, (trainable, total, self.n_trainable_blocks)))
+        for logger in trainer.loggers:  # a curve per epoch: gradual's unfreezing shows
+            logger.log_metrics({**counts, "epoch": trainer.current_epoch}, step=trainer.global_step)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         # Lightning puts the whole model back in train mode after each validation: undo it for frozen parts.
