@@ -133,7 +133,7 @@ def wandb_info(logger: Logger | None) -> dict[str, Any] | None:
         return None
     try:
         run = logger.experiment
-        mode = "offline" if getattr(run.settings, "_offline", False) else str(run.settings.mode)
+        mode = "offline" if run.offline else str(run.settings.mode)  # offline also when Lightning said "dryrun"
         return {"id": run.id, "mode": mode, "dir": str(Path(run.dir).parent), "project": run.project, "entity": run.entity,
                 "group": run.group, "name": run.name}
     except Exception as err:  # noqa: BLE001
