@@ -58,9 +58,17 @@ class JobProgress(Callback):
         total = os.environ.get(TOTAL_ENV, "?")
         elapsed = time.perf_counter() - self.started
         name = Path(str(config.hydra.runtime.output_dir)).name or "defaults"  # the run folder (transferlab.naming)
-        if job_return.status == JobStatus.COMPLETED:
-            value = job_return._return_value
-            shown = f"{config.optimized_metric}={value:.4f}" if isinstance(value, float) and value == value else "failed (see result.json)"
-        else:
-            shown = f"failed: {job_return._return_value}"
+        shown = _outcome(job_return, str(config.optimized_metric))
         print(f"[transferlab] job {num} of {total} done ({elapsed:.1f} s): {name} {shown}", flush=True)
+
+
+def _outcome(job_return: JobReturn, metric: str) -> str:
+    """``val/acc_best=0.9123``, or why the job failed, through Hydra's public ``JobReturn.return_value`` (it
+    re-raises a failed job's exception). A job that caught its own error returned NaN and printed it."""
+    try:
+        value = job_return.return_value
+    except Exception as err:  # noqa: BLE001 - the job's own exception, shown in one line
+        return f"failed: {type(err).__name__}: {err}"
+    if isinstance(value, float) and value == value:
+        return f"{metric}={value:.4f}"
+    return "failed (its error is printed above)"
