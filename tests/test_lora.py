@@ -15,7 +15,6 @@ from conftest import crash_then_resume, make_cfg, read_result
 from test_strategies import COMMON, _changed, _fit
 from transferlab.errors import ConfigError
 from transferlab.model.adapters import LoraSpec
-from transferlab.model.backbone import load_weights_file
 from transferlab.model.module import RunChoices, TransferModule
 from transferlab.run.checkpoints import BEST, LAST, load_checkpoint_safely
 from transferlab.run.lifecycle import build_run, train
@@ -52,7 +51,8 @@ def test_lora_trains_only_the_adapters_and_the_head(tmp_path: Path, family: str)
     assert frozen_norms and not any(m.training for m in frozen_norms), "norm layers of a LoRA run stay in eval mode"
     # the counts: an adapter on exactly the family's default modules, each r·(in + out) (convs: r·in·k² + out·r)
     plain = timm.create_model(family, num_classes=0, img_size=32) if "vit" in family else timm.create_model(family, num_classes=0)
-    targets = {n: m for n, m in plain.named_modules() if re.fullmatch(EXPECTED_TARGETS[family], n)}
+    targets = {n: m for n, m in plain.named_modules()
+               if re.fullmatch(EXPECTED_TARGETS[family], n) and isinstance(m, (nn.Linear, nn.Conv2d))}
     assert {n.split(".lora_")[0].removeprefix("backbone.") for n in adapters} == set(targets)
     expected = sum(_adapter_size(m, 4) for m in targets.values()) + sum(params[n].numel() for n in head)
     assert run.policy.parameter_counts(run.module) == (expected, sum(p.numel() for p in params.values()))
@@ -90,8 +90,11 @@ def test_a_lora_run_writes_a_plain_merged_best_pt_and_its_counts(tmp_path: Path)
     adapted.load_state_dict(ckpt["state_dict"])
     trainable = sum(v.numel() for k, v in ckpt["state_dict"].items() if ".lora_" in k or k.startswith("head."))
     assert record["trainable_params"] == trainable and record["total_params"] == sum(p.numel() for p in adapted.parameters())
+    best = torch.load(tmp_path / "run" / "checkpoints" / BEST, weights_only=True)
+    assert set(best) == set(TransferModule(**{**ckpt["hyper_parameters"], "choices": {**ckpt["hyper_parameters"]["choices"],
+                                                                                      "adapter": None}}).state_dict())
     backbone = timm.create_model("test_resnet", num_classes=0).eval()
-    load_weights_file(backbone, tmp_path / "run" / "checkpoints" / BEST)  # strict: a plain timm state dict, head dropped
+    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in best.items() if k.startswith("backbone.")})  # strict
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(backbone(x), adapted.backbone(x), rtol=1e-4, atol=1e-5)
