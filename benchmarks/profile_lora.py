@@ -5,7 +5,8 @@ LoRA layers and peft's own Python.
     OMP_NUM_THREADS=1 python benchmarks/profile_lora.py                     # digits_transfer, 1,259 examples, rank 4
     OMP_NUM_THREADS=1 python benchmarks/profile_lora.py strategy.rank=16    # any override of the run
 
-Prints, over the optimizer steps (Lightning's ``optimizer_step``: forward, backward, AdamW):
+Times are this process's CPU time (one thread: OMP_NUM_THREADS=1), so other processes on the cores do not
+count. Prints, over the optimizer steps (Lightning's ``optimizer_step``: forward, backward, AdamW):
 - ``in peft layers``: cumulative time of the forward of peft's LoRA layers (their base layer, the adapters, the
   wrapper code). cProfile sees Python frames only: the backward runs in autograd's C++ engine and is not split.
 - ``peft's own code``: time spent in functions of the peft package itself (the wrappers' Python, not the convs).
@@ -42,10 +43,10 @@ def _forward_ms(backbone: torch.nn.Module, x: torch.Tensor, repeats: int = 30) -
     backbone.eval()
     with torch.no_grad():
         backbone(x)
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(repeats):
             backbone(x)
-    return (time.perf_counter() - start) / repeats * 1e3
+    return (time.process_time() - start) / repeats * 1e3
 
 
 def main(overrides: list[str]) -> None:
@@ -53,15 +54,15 @@ def main(overrides: list[str]) -> None:
         cfg = compose("config", overrides=[*RUN, *overrides])
     run = build_run(cfg)
     trainer = make_trainer(cfg, Path("/tmp/profile_lora"), [run.policy], None, run.n_train, checkpoints=False)
-    profiler = cProfile.Profile()
-    start = time.perf_counter()
+    profiler = cProfile.Profile(time.process_time)  # CPU time: other processes on the cores do not count
+    start = time.process_time()
     profiler.runcall(trainer.fit, run.module, datamodule=run.datamodule)
-    wall = time.perf_counter() - start
+    wall = time.process_time() - start
     stats = pstats.Stats(profiler)
     steps_s, steps = _cumulative(stats, "pytorch_lightning/core/module.py", "optimizer_step")
     peft_s, calls = _cumulative(stats, "peft/tuners/lora/layer.py", "forward")
     own = sum(v[2] for (file, _, _), v in stats.stats.items() if "/peft/" in file)  # type: ignore[attr-defined]
-    print(f"fit {wall:.1f} s (profiled), {steps} optimizer steps: {steps_s:.1f} s, {steps_s / max(1, steps) * 1e3:.1f} ms a step")
+    print(f"fit {wall:.1f} CPU s (profiled), {steps} optimizer steps: {steps_s:.1f} s, {steps_s / max(1, steps) * 1e3:.1f} ms a step")
     print(f"in peft layers (forward, cumulative): {peft_s:.2f} s = {peft_s / steps_s:.1%} of the steps ({calls} layer calls)")
     print(f"peft's own code (tottime in peft files): {own:.2f} s = {own / steps_s:.1%} of the steps")
     x = torch.randn(int(cfg.dataset.batch_size), 3, int(cfg.dataset.input_size), int(cfg.dataset.input_size))
