@@ -10,7 +10,7 @@ export TRANSFERLAB_RUNS ?= runs
 export TRANSFERLAB_CACHE ?= .cache/transferlab
 STUDY_OUT ?= experiments
 
-.PHONY: setup test test-slurm test-all study study-digits-split study-fixed-lr benchmark clean
+.PHONY: setup test test-slurm test-all study study-digits-split study-peft study-fixed-lr benchmark clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,17 @@ study: setup
 # The second study: digits 0-4 (source) -> digits 5-9 (target).
 study-digits-split: setup
 	$(call run_study,digits_split_transfer)
+
+# The parameter-efficient strategies (BitFit, LoRA) beside the three of `make study`: the same fair sweep with
+# the strategy axis widened (their grids are in sweeps/fair_x_fraction.yaml), in the same run folder, so every
+# completed scratch, probe and fine-tune run of `make study` is skipped (same identity) and the 5 strategies share
+# the draws. The report of all five goes to experiments/digits_transfer_peft (the folder then holds them all: a
+# later `make study` reports them too).
+study-peft: setup
+	OMP_NUM_THREADS=1 $(BIN)/transferlab-train -m experiment=digits_transfer sweep=fair_x_fraction \
+		strategy=scratch,linear_probe,finetune,bitfit,lora logger=wandb hydra/launcher=joblib hydra.launcher.n_jobs=$(STUDY_JOBS)
+	$(BIN)/transferlab-report $(TRANSFERLAB_RUNS)/digits_transfer/fair_x_fraction --out $(STUDY_OUT)/digits_transfer_peft \
+		--wandb-project transferlab --wandb-group digits_transfer/fair_x_fraction
 
 # The fixed-LR protocol of earlier versions (one LR per strategy, fixed epochs): the worked example of the trap.
 study-fixed-lr: setup

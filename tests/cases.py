@@ -263,6 +263,10 @@ CASES: list[Case] = [
     W("manifest-duplicates", "a manifest with duplicated rows", "4 duplicate row(s)", "Fix: remove the duplicate rows",
       *FEW, setup=manifest(_twice)),
     W("devices-over-cores", "trainer.devices=N+1 on N CPU cores", "training processes on", "Fix: trainer.devices=", command="devices"),
+    # strategy=lora (appended, so the rows above keep their numbers)
+    E("lora-target", "strategy=lora strategy.target_modules=[conv4]", "strategy.target_modules: 'conv4' names no Linear or "
+      "ungrouped Conv2d module of test_resnet", "Fix: choose among its candidates conv1.0, conv1.3, conv1.6, conv1, conv2"),
+    E("lora-rank", "strategy=lora strategy.rank=0", "strategy.rank=0 must be ≥ 1", "Fix: strategy.rank=8"),
 ]
 
 

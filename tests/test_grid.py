@@ -105,3 +105,23 @@ def test_a_bad_grid_fails_before_any_job_runs(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "optimizer.lr=-0.001 is not a positive number" in proc.stderr + proc.stdout
     assert not list((tmp_path / "runs").rglob("result.json"))
+
+
+def test_the_fair_sweep_tunes_lora_and_bitfit_and_make_study_peft_runs_them() -> None:
+    """LoRA (LR × rank) and BitFit (LR) get their grids in the fair sweep; ``make study`` still runs its three
+    strategies, ``make study-peft`` the same sweep with the two added (so the three's completed runs are skipped)."""
+    from omegaconf import OmegaConf
+
+    from transferlab.strategies.registry import POLICIES
+
+    root = Path(__file__).resolve().parents[1]
+    sweeper = OmegaConf.to_container(OmegaConf.load(root / "sweeps" / "fair_x_fraction.yaml").hydra.sweeper)
+    assert sweeper["params"]["strategy"] == "scratch,linear_probe,finetune"
+    axes = {"strategy": ["lora", "bitfit"], "dataset.fraction": ["0.01", "1.0"], "seed": ["0", "1", "2", "3", "4"]}
+    jobs = expand_jobs(axes, sweeper["grids"], POLICIES)
+    lora = [j for j in jobs if j[0] == "strategy=lora"]
+    assert len(lora) == 2 * 2 * 2 * 5 and len(jobs) - len(lora) == 2 * 2 * 5
+    assert ["strategy=lora", "optimizer.lr=0.01", "strategy.rank=16", "dataset.fraction=1.0", "seed=4"] in lora
+    assert {tuple(j[1:3]) for j in lora} == {(f"optimizer.lr={lr}", f"strategy.rank={r}") for lr in ("0.003", "0.01") for r in (4, 16)}
+    make = (root / "Makefile").read_text().split("study-peft: setup", 1)[1].split("\n\n", 1)[0]
+    assert "sweep=fair_x_fraction" in make and "strategy=scratch,linear_probe,finetune,bitfit,lora" in make

@@ -177,12 +177,14 @@ def test_killed_run_resumes_to_the_uninterrupted_result(uninterrupted: Path, tmp
 # ---- DDP ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "strategy",
-    [  # gradual is the one DDP can get wrong (blocks unfrozen after wrapping); the others are slow-marked for time
+    [  # gradual (blocks unfrozen after wrapping) and lora (modules added to the backbone) are the ones DDP can get
+       # wrong; the others are slow-marked for time
         pytest.param(["strategy=linear_probe"], id="linear_probe", marks=pytest.mark.slow),
         pytest.param(["strategy=finetune", "strategy.unfreeze_top_k=2"], id="finetune", marks=pytest.mark.slow),
         pytest.param(["strategy=gradual", "strategy.milestones=[1]"], id="gradual"),
         pytest.param(["strategy=lp_ft", "strategy.lp_epochs=1", "strategy.solver=sgd"], id="lp_ft", marks=pytest.mark.slow),
         pytest.param(["strategy=scratch"], id="scratch", marks=pytest.mark.slow),
+        pytest.param(["strategy=lora", "strategy.rank=4"], id="lora"),  # adapters added before DDP wraps the model
     ],
 )
 def test_ddp_on_two_cpu_processes(tmp_path: Path, strategy: list[str]) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 from transferlab.config.schema import BackboneConfig, HeadConfig, OptimizerConfig
 from transferlab.config.typed import parse
 from transferlab.errors import ConfigError, TrainingDiverged
+from transferlab.model.adapters import LoraSpec, add_lora, adapter_parameter_names, merged_copy
 from transferlab.model.backbone import backbone_blocks, create_backbone, load_weights_file
 from transferlab.model.heads import build_head
 from transferlab.model.optim import build_optimizer, lr_schedule, param_groups
@@ -32,7 +33,8 @@ LR_CURVE = "lr"
 class RunChoices:
     """What a run decided for its model besides the config groups: the data's class count and input size,
     the weights as resolved (None, ``"hub"`` or a file), the freeze policy's LR options, whether every
-    batch is pre-computed features (a linear probe on the feature cache: no mixup), and mixup's options."""
+    batch is pre-computed features (a linear probe on the feature cache: no mixup), mixup's options, and
+    the adapters the policy adds to the backbone (``strategy=lora``: ``model.adapters``)."""
 
     num_classes: int
     input_size: int | None = None
@@ -41,6 +43,7 @@ class RunChoices:
     layer_decay: float | None = None
     input_is_features: bool = False
     mixup: dict[str, Any] | None = None
+    adapter: LoraSpec | None = None
 
 
 def _typed(cls: type[T], value: T | Mapping[str, Any] | None, key: str) -> T:
@@ -81,7 +84,10 @@ class TransferModule(pl.LightningModule):
         self.backbone = _build_backbone(self.backbone_cfg, self.choices, self.head_cfg.pool)
         head_cfg = self.head_cfg
         self.head = build_head(self.backbone.num_features, num_classes, head_cfg.hidden, head_cfg.dropout, head_cfg.activation)
+        # after the adapters are in: timm's group_matcher puts each adapter in its layer's block
         self.blocks = [["backbone." + n for n in block] for block in backbone_blocks(self.backbone)]
+        #: the adapters' parameter names (``backbone.…``), empty without adapters
+        self.adapter_names = frozenset(adapter_parameter_names(self.backbone, "backbone."))
         self.criterion = nn.CrossEntropyLoss(label_smoothing=smoothing)
         self.mixup = _mixup(self.choices.mixup, num_classes, smoothing) if not self.choices.input_is_features else None
         self.soft_criterion = nn.CrossEntropyLoss()  # soft (mixed) targets already carry the smoothing
@@ -180,6 +186,14 @@ class TransferModule(pl.LightningModule):
         """The keys this module logs once per epoch (validation metrics, the epoch means of training ones)."""
         return ["train/loss_epoch", *self.train_metrics.keys(), "val/loss", *self.val_metrics.keys()]
 
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights as a model without adapters holds them: ``backbone.*`` a plain timm state dict (LoRA merged
+        into its base layers) and ``head.*``; without adapters, ``state_dict()`` itself."""
+        if self.choices.adapter is None:
+            return self.state_dict()
+        parts = {"backbone": merged_copy(self.backbone), "head": self.head}
+        return {f"{name}.{k}": v for name, part in parts.items() for k, v in part.state_dict().items()}
+
     def parameter_counts(self) -> tuple[int, int]:
         """(trainable, total) parameter counts by ``requires_grad`` (the policy's own counts see mask mode)."""
         total = sum(p.numel() for p in self.parameters())
@@ -196,6 +210,8 @@ def _build_backbone(cfg: BackboneConfig, choices: RunChoices, pool: str | None) 
     )
     if choices.weights not in (None, "hub"):
         load_weights_file(backbone, choices.weights)
+    if choices.adapter is not None:  # into the loaded weights, before the speed settings (they cover the adapters)
+        add_lora(backbone, choices.adapter, cfg.name)
     if cfg.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last)
     if cfg.grad_checkpointing:

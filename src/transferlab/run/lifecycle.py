@@ -236,7 +236,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
     if best_score is not None:
         metrics[f"{cfg.monitor}_best"] = best_score
     if keep and trainer.is_global_zero:
-        torch.save(run.module.state_dict(), ckpt_dir / BEST)
+        torch.save(run.module.export_state_dict(), ckpt_dir / BEST)  # adapters merged in: a plain timm backbone
     _complete(record, run, trainer, ddp, metrics, train_time, out_dir)
     if trainer.is_global_zero:
         extra = {**summary_entries(record), **wandb_entries(record.probe)}

@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 from torch import nn
 
 from transferlab.errors import ConfigError
+from transferlab.model.adapters import LoraSpec
 
 #: what a policy logs at the start of every epoch: trainable and total parameters, trainable backbone blocks
 PARAMETER_CURVES: tuple[str, ...] = ("params/trainable", "params/total", "params/trainable_blocks")
@@ -82,6 +83,11 @@ class FreezePolicy(pl.Callback):
     def schedule_shortfall(self, epochs: int) -> tuple[str, int, str | None] | None:
         """What a run of ``epochs`` epochs loses of this policy's schedule, or None when nothing:
         (what goes wrong, the epochs the schedule needs, another fix than more epochs or None)."""
+        return None
+
+    @property
+    def adapter(self) -> LoraSpec | None:
+        """The adapters the policy adds to the backbone before anything trains (None: none; ``strategy=lora``)."""
         return None
 
     @property
