@@ -21,6 +21,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.config.plain import plain
 from transferlab.grid import STRATEGY_KEY, axes_from_overrides, expand_jobs
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class GridSweeper(Sweeper):
                  grids: Optional[Dict[str, Any]] = None) -> None:
         self.max_batch_size = max_batch_size
         self.params: Dict[str, str] = dict(params or {})
-        self.grids: Dict[str, Any] = OmegaConf.to_container(grids, resolve=True) if isinstance(grids, DictConfig) else dict(grids or {})
+        self.grids: Dict[str, Any] = plain(grids)
         self.known_strategies: List[str] = []
         self.hydra_context: Optional[HydraContext] = None
         self.config: Optional[DictConfig] = None

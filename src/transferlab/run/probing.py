@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from transferlab.config.plain import plain
 from transferlab.errors import ConfigError
 from transferlab.probe.search import ProbeFit, fit_probe
 from transferlab.probe.solver import check_finite
@@ -23,9 +24,7 @@ from transferlab.strategies.solvable import SolvableHead
 
 def _asked(node: Any) -> bool:
     """Whether a config option (``dataset.augment``, ``dataset.mixup``) asks for anything."""
-    if node is None:
-        return False
-    return bool(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
+    return bool(plain(node))
 
 
 def lbfgs_obstacles(cfg: DictConfig, policy: SolvableHead) -> list[str]:

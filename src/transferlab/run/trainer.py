@@ -12,10 +12,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.environments import SLURMEnvironment
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
 from transferlab.data.loaders import train_batch_size
+from transferlab.config.plain import plain
 from transferlab.errors import ConfigError
 from transferlab.run.checkpoints import SafeCheckpointIO
 from transferlab.run.context import is_multirun
@@ -125,7 +126,7 @@ def trainer_arguments(cfg: DictConfig, n_train: int, checkpoints: bool, reload_d
     validation out (every k-th epoch) and ``log_interval`` the training rows (``log_every_n_steps``).
     ``solved_epochs``: leading epochs of the budget that a solve replaced (lp_ft's probe by L-BFGS).
     """
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs = plain(cfg.trainer)
     assert isinstance(kwargs, dict)
     by_budget = budget_steps(cfg.get("budget"), n_train) is not None
     if by_budget or (kwargs.get("max_epochs") and int(kwargs["max_epochs"]) > 0):
