@@ -12,6 +12,7 @@ from torch import nn
 from conftest import FAMILIES, ROOT, make_cfg
 from transferlab.errors import ConfigError
 from transferlab.features.datamodules import StagedDataModule
+from transferlab.strategies.base import requires_grad_counts
 from transferlab.strategies.policies import Finetune, Gradual, LinearProbe, LpFt
 from transferlab.run.assembly import Run
 from transferlab.run.lifecycle import build_run
@@ -54,7 +55,7 @@ def test_linear_probe_freezes_backbone_and_its_batchnorm_stats(tmp_path: Path, f
     leaked = sorted(k for k in changed if k.startswith("backbone."))  # weights and BN running stats / num_batches_tracked
     assert not leaked, f"frozen backbone changed: {leaked[:5]}"
     assert not run.module.backbone.training, "the frozen backbone must stay in eval mode"
-    trainable, _ = run.module.parameter_counts()
+    trainable, _ = requires_grad_counts(run.module)
     assert trainable == sum(p.numel() for p in run.module.head.parameters())
 
 

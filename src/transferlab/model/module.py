@@ -180,12 +180,6 @@ class TransferModule(pl.LightningModule):
         """The keys this module logs once per epoch (validation metrics, the epoch means of training ones)."""
         return ["train/loss_epoch", *self.train_metrics.keys(), "val/loss", *self.val_metrics.keys()]
 
-    def parameter_counts(self) -> tuple[int, int]:
-        """(trainable, total) parameter counts by ``requires_grad`` (the policy's own counts see mask mode)."""
-        total = sum(p.numel() for p in self.parameters())
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return trainable, total
-
 
 def _build_backbone(cfg: BackboneConfig, choices: RunChoices, pool: str | None) -> nn.Module:
     """The headless timm backbone of the run (``pool``: the head's, timm's ``global_pool``), with its weights

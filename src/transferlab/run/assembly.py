@@ -33,7 +33,8 @@ from transferlab.redaction import redact
 from transferlab.run.context import cache_dir
 from transferlab.run.probing import resolve_solver
 from transferlab.run.checks import check_machine, warn_schedule
-from transferlab.run.trainer import autocast_dtype, budget_steps, device_of, epoch_passes, planned_epochs
+from transferlab.run.budget import budget_steps, epoch_passes, planned_epochs
+from transferlab.run.trainer import autocast_dtype, device_of
 from transferlab.strategies.base import FreezePolicy
 from transferlab.strategies.registry import build_policy
 

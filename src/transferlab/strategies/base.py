@@ -29,6 +29,11 @@ from transferlab.errors import ConfigError
 PARAMETER_CURVES: tuple[str, ...] = ("params/trainable", "params/total", "params/trainable_blocks")
 
 
+def requires_grad_counts(module: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters of ``module`` by ``requires_grad`` (a policy's own counts see mask mode)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad), sum(p.numel() for p in module.parameters())
+
+
 class FreezePolicy(pl.Callback):
     """Base policy. Subclasses set ``name`` and ``trainable_top_blocks`` (or ``trainable_parameters``).
 
@@ -120,7 +125,7 @@ class FreezePolicy(pl.Callback):
     def parameter_counts(self, module: nn.Module) -> tuple[int, int]:
         """(trainable, total) parameters as the policy decides (not ``requires_grad``: see mask mode)."""
         if not self.trainable:
-            return sum(p.numel() for p in module.parameters() if p.requires_grad), sum(p.numel() for p in module.parameters())
+            return requires_grad_counts(module)
         named = dict(module.named_parameters())
         return sum(p.numel() for n, p in named.items() if n in self.trainable), sum(p.numel() for p in named.values())
 
