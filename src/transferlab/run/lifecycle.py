@@ -255,8 +255,7 @@ def _solve_and_fit(cfg: DictConfig, record: RunRecord, run: Run, trainer: Any) -
     if run.solves_head:
         record.probe = solve_head(run.module, run.features, run.train_indices, run.policy, device_of(cfg)).summary()
         if run.policy.features_only:
-            run.policy.apply(run.module, epoch=0)  # what the run trained (the head), for its parameter counts
-            run.policy.counts_at_start = run.policy.parameter_counts(run.module)
+            run.policy.settle_solved(run.module)
             return False
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=record.resumed_from, weights_only=True)
     return True

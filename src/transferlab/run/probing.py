@@ -46,14 +46,11 @@ def lbfgs_obstacles(cfg: DictConfig, policy: SolvableHead) -> list[str]:
 
 
 def resolve_solver(cfg: DictConfig, policy: FreezePolicy) -> None:
-    """Decide ``strategy.solver`` (``auto``: lbfgs where nothing stands in its way) and set ``policy.solves_head``;
-    ConfigError when ``lbfgs`` is asked for and cannot apply, or an option needs it."""
+    """Have the policy decide ``strategy.solver`` (``auto``: lbfgs where nothing stands in its way) from this run's
+    obstacles; ConfigError when ``lbfgs`` is asked for and cannot apply, or an option needs it."""
     if not isinstance(policy, SolvableHead):
         return
-    reasons = lbfgs_obstacles(cfg, policy)
-    if policy.solver == "lbfgs" and reasons:
-        raise ConfigError(f"strategy.solver=lbfgs: {reasons[0]}")
-    policy.solves_head = policy.solver == "lbfgs" or (policy.solver == "auto" and not reasons)
+    policy.choose_solver(lbfgs_obstacles(cfg, policy))
     if policy.probe.class_weight is not None and not policy.solves_head:
         raise ConfigError(f"strategy.probe.class_weight={policy.probe.class_weight} applies to the L-BFGS probe, and this "
                           f"run trains its head with sgd. Fix: strategy.solver=lbfgs, or strategy.probe.class_weight=null.")

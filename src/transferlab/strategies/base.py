@@ -122,6 +122,12 @@ class FreezePolicy(pl.Callback):
         if module.training:
             self.set_frozen_eval()
 
+    def settle_solved(self, module: pl.LightningModule) -> None:
+        """A run whose head was solved and that trains nothing more: what it trained (the first epoch's
+        freezing: the head) and its parameter counts, as ``setup`` and ``on_train_epoch_start`` would leave them."""
+        self.apply(module, epoch=0)
+        self.counts_at_start = self.parameter_counts(module)
+
     def parameter_counts(self, module: nn.Module) -> tuple[int, int]:
         """(trainable, total) parameters as the policy decides (not ``requires_grad``: see mask mode)."""
         if not self.trainable:
