@@ -134,7 +134,10 @@ def test_the_wheel_carries_the_configs_and_runs_a_users_own_dataset_from_an_empt
     assert result.is_relative_to(empty / "runs" / "my_study" / "single") and result.name == "result.json"
     record = json.loads(result.read_text())
     assert record["status"] == "completed" and record["dataset"] == "shapes" and record["strategy"] == "scratch"
-    sources = {s["provider"]: s["path"] for s in yaml.safe_load((result.parent / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["config_sources"]}
-    assert sources["main"] == f"file://{site / 'transferlab' / 'conf'}" and sources["transferlab"] == f"transferlab://{site / 'transferlab'}"
-    assert sources["command-line"] == f"file://{project / 'configs'}"
+    hydra = yaml.safe_load((result.parent / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    sources = {s["provider"]: (s["schema"], s["path"]) for s in hydra["runtime"]["config_sources"]}
+    assert sources["main"] == ("file", str(site / "transferlab" / "conf")), sources  # the wheel's conf/
+    assert sources["transferlab"] == ("transferlab", str(site / "transferlab")), sources  # its studies and sweeps
+    assert sources["command-line"] == ("file", str(project / "configs")), sources  # the user's folder
     assert str(ROOT) not in json.dumps(sources), "no config came from the checkout"
+    assert hydra["runtime"]["choices"]["dataset"] == "shapes" and hydra["runtime"]["choices"]["experiment"] == "my_study"

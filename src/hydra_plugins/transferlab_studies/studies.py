@@ -80,7 +80,7 @@ class StudySearchPath(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
         conf = config_dir()
         for element in search_path.get_path():
-            if element.path and Path(_plain(element.path)).resolve() == conf and element.provider != SCHEME:
+            if element.path and Path(_plain(element.path)).resolve() == conf.resolve() and element.provider != SCHEME:
                 anchor = SearchPathQuery(provider=element.provider, path=element.path)
                 search_path.append(provider=SCHEME, path=f"{SCHEME}://{conf.parent}", anchor=anchor)
                 return

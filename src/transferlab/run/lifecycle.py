@@ -21,13 +21,14 @@ import torch
 from omegaconf import DictConfig
 
 from transferlab import __version__
+from transferlab.config.plain import plain
 from transferlab.config.schema import check_config
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.files import file_lock, read_json, write_json_atomic
 from transferlab.identity import config_hash, resolved, with_absolute_paths
 from transferlab.record import RESULT_FILE, RUN_LOCK, RunRecord, Status, is_completed, read_record, write_record
 from transferlab.redaction import redact, redacted_argv
-from transferlab.run.assembly import Run, assemble, plain, plan_run
+from transferlab.run.assembly import Run, assemble, plan_run
 from transferlab.run.checkpoints import BEST, LAST, BestWeights, LastCheckpoint, check_checkpoint_fits
 from transferlab.run.context import in_slurm_job, job_overrides, launch_dir, output_dir, rank
 from transferlab.run.curves import curve_callbacks
