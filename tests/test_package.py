@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import MissingConfigException
+from hydra.errors import HydraException
 
 from conftest import CONF, ROOT
 from transferlab.config.location import STUDY_GROUPS, config_dir, config_root
@@ -75,7 +75,7 @@ def test_the_study_groups_are_the_folders_beside_conf_without_symlinks() -> None
         assert "wandb" not in loader.get_group_options("sweep") and not loader.get_group_options("sweep/wandb")
         cfg = compose("config", overrides=["experiment=digits_transfer", "sweep=fair_x_fraction"])
         assert cfg.experiment_name == "digits_transfer" and cfg.sweep_name == "fair_x_fraction"
-        with pytest.raises(MissingConfigException):
+        with pytest.raises(HydraException, match="Could not find 'sweep/wandb/lr_search'"):
             compose("config", overrides=["sweep=wandb/lr_search"])  # W&B's sweep files are not Hydra configs
 
 

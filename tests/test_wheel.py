@@ -63,8 +63,9 @@ def _build_wheel(tmp_path: Path) -> Path:
             shutil.copytree(source, tree / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.png", "*.csv"))
         else:
             shutil.copy2(source, tree / name)
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"), str(tree)],
-                   check=True, capture_output=True, text=True, timeout=300)
+    built = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist"), str(tree)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("transferlab-*.whl")
     return wheel
 
@@ -76,8 +77,9 @@ def _fresh_env(tmp_path: Path, wheel: Path) -> tuple[Path, Path]:
     site = Path(subprocess.run([str(env / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                check=True, capture_output=True, text=True).stdout.strip())
     (site / "project_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
-                    str(wheel)], check=True, capture_output=True, text=True, timeout=300, env=_clean_env())
+    installed = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                                "--ignore-installed", str(wheel)], capture_output=True, text=True, timeout=300, env=_clean_env())
+    assert installed.returncode == 0, installed.stderr[-3000:]
     return env, site
 
 
