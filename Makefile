@@ -1,4 +1,5 @@
-# Two commands on a fresh clone: `make study` (the default study + report) and `make test`.
+# Two commands on a fresh clone: `make study` (the default study + report) and `make test` (the tests, the docs
+# site built in strict mode and the wheel installed into a fresh environment among them).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,14 +11,14 @@ export TRANSFERLAB_RUNS ?= runs
 export TRANSFERLAB_CACHE ?= .cache/transferlab
 STUDY_OUT ?= experiments
 
-.PHONY: setup test test-slurm test-all study study-digits-split study-peft study-fixed-lr benchmark clean
+.PHONY: setup test test-slurm test-all docs wheel study study-digits-split study-peft study-fixed-lr benchmark clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
-	$(BIN)/pip install -q -e '.[sweep,test]'
+	$(BIN)/pip install -q -e '.[sweep,test,dev]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -32,6 +33,14 @@ test-slurm: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m ''
+
+# The docs site (mkdocs.yml, docs/) into site/; a broken link or a missing page fails (tests/test_docs.py builds it too).
+docs: setup
+	$(BIN)/mkdocs build --strict
+
+# The wheel into dist/: the package with its configs (setup.py copies conf/, experiments/, sweeps/ into it).
+wheel: setup
+	$(BIN)/python -m build --wheel --no-isolation
 
 # The default study: the fair protocol (sweep=fair_x_fraction: every strategy tuned on validation at every
 # size, the budget by data size) on glyphs -> digits, two jobs at a time with one thread each, W&B offline.

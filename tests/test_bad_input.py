@@ -2,7 +2,7 @@
 names the fix, with no traceback, and the run leaves no partial or misleading record (no result.json, or a
 valid one with status "failed"; a finished run's result.json is never overwritten).
 
-The cases are the table in ``tests/cases.py`` (also the README's); each runs through the command line, in
+The cases are the table in ``tests/cases.py`` (also docs/reliability.md's); each runs through the command line, in
 this process (Hydra's app, stdout and stderr captured). Folder/manifest dataset files are covered in
 more detail by the dataset tests.
 """
@@ -23,7 +23,7 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from cases import BASE, CASES, FEW, README, Case, RunsCode, markdown_table, readme_block
+from cases import BASE, CASES, FEW, PAGE, Case, RunsCode, markdown_table, table_block
 from conftest import make_cfg
 from transferlab.command_line import one_line_warnings
 from transferlab.config.schema import BackboneConfig
@@ -155,10 +155,10 @@ def test_bad_input_gets_a_clear_message(case: Case, tmp_path: Path, monkeypatch:
     assert not list(tmp_path.rglob("pickled-code-ran")), "loading a file executed pickled code"
 
 
-def test_the_table_has_60_cases_and_the_readme_shows_it() -> None:
+def test_the_table_has_60_cases_and_the_reliability_page_shows_it() -> None:
     assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
     assert {c.outcome for c in CASES} == {"error", "warning"}
-    assert readme_block(README.read_text()) == markdown_table(), "README table outdated: run python tests/cases.py"
+    assert table_block(PAGE.read_text()) == markdown_table(), "docs/reliability.md table outdated: run python tests/cases.py"
 
 
 def test_the_quoted_unicode_path_the_message_suggests_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -15,7 +15,7 @@ from transferlab.data.sampler import EpochSampler
 from transferlab.errors import ConfigError
 from transferlab.run.lifecycle import train
 from transferlab.run.source import source_config
-from transferlab.run.trainer import budget_steps, epoch_passes, planned_epochs
+from transferlab.run.budget import budget_steps, epoch_passes, planned_epochs
 
 TABLE = {"rule": "by_size", "table": [{"below": 100, "steps": 100}, {"below": 1000, "steps": 200}, {"below": None, "steps": 500}]}
 

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, make_cfg
 from transferlab.config.datasets import DATASET_KINDS
+from transferlab.config.location import STUDY_GROUPS, study_folder
 from transferlab.config.schema import BackboneConfig, HeadConfig, OptimizerConfig, check_config
 from transferlab.config.typed import parse
 from transferlab.errors import ConfigError
@@ -21,12 +22,14 @@ from transferlab.run.lifecycle import build_run
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    folder = study_folder(group, CONF) if group in STUDY_GROUPS else CONF / group
+    return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
 SHIPPED = [f"{group}={option}" for group in ("dataset", "backbone", "strategy", "head", "optimizer", "trainer", "budget", "logger")
            for option in _options(group)] + [f"experiment={e}" for e in _options("experiment")] + [
            f"sweep={s}" for s in _options("sweep") if s != "optuna_lr"]  # optuna_lr needs its sweeper plugin's config
+assert any(c.startswith("experiment=") for c in SHIPPED) and any(c.startswith("sweep=") for c in SHIPPED)
 
 
 @pytest.mark.parametrize("choice", SHIPPED)

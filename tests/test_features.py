@@ -18,7 +18,7 @@ import transferlab.model.module
 from conftest import read_result
 from transferlab.identity import digest
 from transferlab.run.lifecycle import build_run, train
-from transferlab.train import config_dir
+from transferlab.config.location import config_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -41,7 +41,7 @@ def make_cfg(tmp_path: Path, *overrides: str):
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"paths.runs_dir={tmp_path / 'runs'}",
     ]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("config", overrides=[*base, *overrides])
 
 

@@ -19,7 +19,7 @@ import transferlab.run.lifecycle as lifecycle
 from conftest import read_result
 from transferlab.errors import ConfigError, DataError
 from transferlab.run.lifecycle import build_run, train
-from transferlab.train import config_dir
+from transferlab.config.location import config_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 HEAD_PARAMS = 96 * 10 + 10  # test_resnet: 96 features; digits: 10 classes
@@ -36,7 +36,7 @@ def make_cfg(tmp_path: Path, *overrides: str):
         "dataset.fraction=0.2", "logger=none", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
         f"paths.cache_dir={tmp_path / 'cache'}", f"paths.runs_dir={tmp_path / 'runs'}",
     ]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("config", overrides=[*base, *overrides])
 
 

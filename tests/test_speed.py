@@ -17,7 +17,7 @@ from transferlab.model.module import RunChoices, TransferModule
 from conftest import read_result
 from transferlab.run.lifecycle import train
 from transferlab.run.trainer import autocast_dtype
-from transferlab.train import config_dir
+from transferlab.config.location import config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def _one_thread(one_thread: None) -> None:
 
 
 def cfg(*overrides: str):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("config", overrides=list(overrides))
 
 

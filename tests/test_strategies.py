@@ -12,6 +12,7 @@ from torch import nn
 from conftest import FAMILIES, ROOT, make_cfg
 from transferlab.errors import ConfigError
 from transferlab.features.datamodules import StagedDataModule
+from transferlab.strategies.base import requires_grad_counts
 from transferlab.strategies.policies import Finetune, Gradual, LinearProbe, LpFt
 from transferlab.run.assembly import Run
 from transferlab.run.lifecycle import build_run
@@ -54,7 +55,7 @@ def test_linear_probe_freezes_backbone_and_its_batchnorm_stats(tmp_path: Path, f
     leaked = sorted(k for k in changed if k.startswith("backbone."))  # weights and BN running stats / num_batches_tracked
     assert not leaked, f"frozen backbone changed: {leaked[:5]}"
     assert not run.module.backbone.training, "the frozen backbone must stay in eval mode"
-    trainable, _ = run.module.parameter_counts()
+    trainable, _ = requires_grad_counts(run.module)
     assert trainable == sum(p.numel() for p in run.module.head.parameters())
 
 
@@ -161,13 +162,13 @@ def test_every_strategy_trains_every_family(tmp_path: Path, family: str, strateg
     assert backbone_moved == (strategy != "linear_probe"), f"{strategy}: backbone moved={backbone_moved}"
 
 
-def test_bitfit_the_readme_example_trains_the_biases_and_the_head_only(tmp_path: Path) -> None:
-    """README "Add a strategy": the class it shows is the shipped one, and ``strategy=bitfit`` does what it says."""
-    readme = (ROOT / "README.md").read_text()
-    shown = re.search(r"```python\n(class BitFit\(FreezePolicy\):.*?)```", readme, re.S)
-    assert shown, "README.md lacks the BitFit example"
+def test_bitfit_the_docs_example_trains_the_biases_and_the_head_only(tmp_path: Path) -> None:
+    """docs/strategies.md "Add a strategy": the class it shows is the shipped one, and ``strategy=bitfit`` does what it says."""
+    page = (ROOT / "docs" / "strategies.md").read_text()
+    shown = re.search(r"```python\n(class BitFit\(FreezePolicy\):.*?)```", page, re.S)
+    assert shown, "docs/strategies.md lacks the BitFit example"
     assert shown.group(1).strip() in (ROOT / "src/transferlab/strategies/bitfit.py").read_text()
-    assert (ROOT / "conf/strategy/bitfit.yaml").read_text().strip() in readme
+    assert (ROOT / "conf/strategy/bitfit.yaml").read_text().strip() in page
     run, before = _fit(tmp_path, "backbone.name=test_resnet", "strategy=bitfit")
     params = dict(run.module.named_parameters())
     moved = {k for k in _changed(run, before) if k in params}

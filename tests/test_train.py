@@ -112,6 +112,7 @@ def test_cli_runs_and_writes_result_in_the_hydra_folder(tmp_path: Path) -> None:
     assert "transferlab: done: test/acc=" in proc.stdout
     results = list((tmp_path / "runs" / "default" / "single").glob("*/result.json"))
     assert len(results) == 1 and json.loads(results[0].read_text())["strategy"] == "scratch"
+    assert f"transferlab: result: {results[0].resolve()}\n" in proc.stdout, "the run says where its record is"
     assert (results[0].parent / "csv" / "metrics.csv").is_file()
     bad = subprocess.run([sys.executable, "-m", "transferlab.train", "backbone.name=resnet1", "logger=none"], env=env,
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -5,8 +5,8 @@
   writes its ``.hydra/`` files there;
 - an ``OSError`` inside a run (a folder that cannot be written, a full disk): the path and the fix;
 - the package's warnings: one line each, ``transferlab: warning: …``;
-- ``--help``: the config groups a user selects (``config_groups``: the top-level folders of ``conf/``, so
-  ``conf/sweep/wandb/``, W&B's own sweep files, is not listed as a group).
+- ``--help``: the config groups a user selects (``config_groups``: the top-level folders of ``conf/`` and the
+  study groups beside it, ``experiment`` and ``sweep``; see ``config.location``).
 
 ``TRANSFERLAB_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``) shows the traceback instead.
 """
@@ -27,6 +27,7 @@ from hydra.errors import OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from transferlab.config.location import STUDY_GROUPS, study_folder
 from transferlab.errors import debugging
 
 def error(message: str) -> None:
@@ -109,10 +110,12 @@ def os_error_message(err: OSError) -> str:
 
 def config_groups(conf: Path) -> str:
     """The config groups a user selects, one line each (``group: option, …``): the top-level folders of
-    ``conf/`` (but Hydra's own) and their YAML files."""
+    ``conf/`` (but Hydra's own) and the study groups beside it, each with its YAML files."""
+    folders = {p.name: p for p in conf.iterdir() if p.is_dir() and p.name != "hydra"}
+    folders.update({group: study_folder(group, conf) for group in STUDY_GROUPS})
     lines = []
-    for folder in sorted(p for p in conf.iterdir() if p.is_dir() and p.name != "hydra"):
+    for name, folder in sorted(folders.items()):
         options = sorted(f.stem for f in folder.glob("*.yaml"))
         if options:
-            lines.append(f"  {folder.name}: {', '.join(options)}")
+            lines.append(f"  {name}: {', '.join(options)}")
     return "\n".join(lines)

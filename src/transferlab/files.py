@@ -1,15 +1,16 @@
-"""Files that other processes read while this one writes: atomic writes, JSON records and a lock."""
+"""Files that other processes read while this one writes: atomic writes, JSON records and a lock (filelock's)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from filelock import FileLock, lock_descriptor, unlock_descriptor
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None], mode: int | None = None) -> None:
@@ -50,35 +51,33 @@ def read_json(path: Path) -> Any | None:
 
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``fcntl`` lock on ``path`` (created if missing) meanwhile.
+    """Hold an exclusive lock on ``path`` (created if missing, left in place) meanwhile: ``filelock.FileLock``,
+    an ``flock`` on Unix, so the lock ends with the process, however it ends.
 
     The one lock of the package's shared caches (features, source weights): concurrent jobs that want
     the same entry wait for one of them to make it, then read it. It also marks a run folder as taken by
-    the process that runs it (``record.RUN_LOCK``): the lock ends with the process, however it ends.
+    the process that runs it (``record.RUN_LOCK``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(path):
+        yield
 
 
 def is_locked(path: Path) -> bool:
     """Whether a process holds ``file_lock(path)`` now (asked without waiting; False when there is no such file).
 
-    The file is opened read-only, so a reader without write access to the folder can ask too.
+    The file is opened read-only and probed with filelock's ``lock_descriptor`` (the primitive its ``FileLock``
+    uses), so a reader without write access to the folder can ask too; ``FileLock`` itself needs write access.
     """
     try:
-        handle = open(path)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+    try:
+        if not lock_descriptor(fd, blocking=False):
             return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
+        unlock_descriptor(fd)
         return False
+    finally:
+        os.close(fd)

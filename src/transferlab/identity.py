@@ -19,6 +19,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.config.plain import plain
+
 #: dotted config keys that never change a run's numbers: logging, where files go, checkpoint cadence,
 #: progress output, and speed settings that compute the same values (a key removes its whole sub-tree)
 RESULT_NEUTRAL_KEYS: tuple[str, ...] = (
@@ -77,8 +79,8 @@ def with_absolute_paths(cfg: DictConfig, base: str | Path) -> DictConfig:
 def resolved(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The config as a plain, fully resolved dict."""
     if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return json.loads(json.dumps(cfg, default=str))
+        return plain(cfg)  # type: ignore[no-any-return]
+    return json.loads(json.dumps(cfg, default=str))  # a mapping: JSON's values, as a record holds them
 
 
 def without_neutral_keys(plain: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -11,8 +11,9 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from transferlab.config.plain import plain
 from transferlab.grid import axes_from_overrides, expand_jobs
 
 TOTAL_ENV = "TRANSFERLAB_SWEEP_TOTAL"
@@ -28,7 +29,7 @@ def grid_size(config: DictConfig) -> int | None:
         merged[override.split("=", 1)[0].lstrip("+~")] = override
     overrides = OverridesParser.create().parse_overrides(list(merged.values()))
     if sweeper.get("grids"):
-        return len(expand_jobs(axes_from_overrides(overrides), OmegaConf.to_container(sweeper.grids, resolve=True)))
+        return len(expand_jobs(axes_from_overrides(overrides), plain(sweeper.grids)))
     sizes = [len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in overrides]
     return math.prod(sizes) if sizes else 1
 

@@ -1,9 +1,8 @@
-"""The ``transferlab-train`` command: a Hydra app over ``conf/`` around ``train(cfg) -> metrics``."""
+"""The ``transferlab-train`` command: a Hydra app over ``conf/`` (``config.location``) around ``train(cfg) -> metrics``."""
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import traceback
@@ -15,23 +14,17 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from transferlab.command_line import config_groups, error, one_line_warnings, os_error_message, unparsable_override
+from transferlab.config.location import config_dir
 from transferlab.errors import TransferlabError, debugging
 from transferlab.failures import note_failure
 from transferlab.files import atomic_write
 from transferlab.naming import RESOLVER  # noqa: F401 - registered on import: it names the run folders
+from transferlab.record import RESULT_FILE
 from transferlab.redaction import redact_text
-from transferlab.run.context import is_multirun, rank
+from transferlab.run.context import is_multirun, output_dir, rank
 from transferlab.run.lifecycle import train
 
 log = logging.getLogger("transferlab")
-
-
-def config_dir() -> str:
-    """``conf/`` of this checkout (the package is installed editable), or ``$TRANSFERLAB_CONFIG_DIR``."""
-    env = os.environ.get("TRANSFERLAB_CONFIG_DIR")
-    if env:
-        return str(Path(env).resolve())
-    return str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def redact_hydra_files() -> None:
@@ -56,10 +49,10 @@ def redact_hydra_files() -> None:
 
 
 # `${tl.config_groups:}` in conf/hydra/help/transferlab.yaml: the groups --help lists
-OmegaConf.register_new_resolver("tl.config_groups", lambda: config_groups(Path(config_dir())), replace=True)
+OmegaConf.register_new_resolver("tl.config_groups", lambda: config_groups(config_dir()), replace=True)
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """Run ``train(cfg)``; return the optimised metric (for sweepers)."""
     if rank() == 0:
@@ -90,6 +83,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
     if rank() == 0:
         print(f"transferlab: done: {summary}")
+        print(f"transferlab: result: {output_dir(cfg).resolve() / RESULT_FILE}")
     value = metrics.get(cfg.optimized_metric)
     return None if value is None else float(value)
 
@@ -98,8 +92,8 @@ def main() -> None:
     """Console entry point ``transferlab-train``."""
     if not Path(config_dir()).is_dir():
         print(
-            f"transferlab: error: config folder {config_dir()} not found. Install the project editable from its "
-            "checkout (`pip install -e .`) or set TRANSFERLAB_CONFIG_DIR=/path/to/conf.",
+            f"transferlab: error: config folder {config_dir()} not found. Fix: reinstall transferlab (its wheel "
+            "carries the configs), or set TRANSFERLAB_CONFIG_DIR=/path/to/conf.",
             file=sys.stderr,
         )
         raise SystemExit(2)

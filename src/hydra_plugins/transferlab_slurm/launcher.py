@@ -117,7 +117,7 @@ class TransferlabSlurmLauncher(SlurmLauncher):
 
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         """In the job: torch threads = the task's SLURM CPUs (without TaskPlugin affinity torch would use
-        every core of the node, and jobs sharing a node slow each other 5-10x: README, Threads)."""
+        every core of the node, and jobs sharing a node slow each other 5-10x: docs/speed.md, Threads)."""
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus and "OMP_NUM_THREADS" not in os.environ:
             import torch

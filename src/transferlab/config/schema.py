@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from transferlab.config.datasets import DatasetConfig
+from transferlab.config.plain import plain
 from transferlab.config.typed import Changes, example, parse
 from transferlab.errors import ConfigError
 from transferlab.model.backbone import check_model_name
@@ -201,13 +202,13 @@ def plain_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The config as a plain, resolved dict (without Hydra's own ``hydra`` node); an interpolation that
     cannot be resolved is a ConfigError."""
     try:
-        plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+        values = plain(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(f"the config cannot be resolved: {err}. Fix: set the missing value or environment "
                           "variable it names (${{oc.env:NAME,default}} gives a default).") from None
-    assert isinstance(plain, dict)
-    plain.pop("hydra", None)
-    return plain
+    assert isinstance(values, dict)
+    values.pop("hydra", None)
+    return values
 
 
 def check_config(cfg: DictConfig | Mapping[str, Any]) -> RunConfig:

@@ -6,6 +6,7 @@ import difflib
 import os
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,20 @@ def _hub_weights_cached(name: str) -> bool:
     return False
 
 
+def state_dict_differences(state: Mapping[str, Any], own: Mapping[str, Any], label: str) -> tuple[list[str], list[str], list[str]]:
+    """How a loaded state dict differs from a model's own: its missing keys, its unexpected keys, and its shape
+    mismatches (``key: <label> (shape) vs model (shape)``); three empty lists when it fits. Weights files and
+    resume checkpoints are both checked by it before anything is loaded."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: {label} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    return missing, unexpected, mismatched
+
+
 def load_weights_file(model: nn.Module, path: str | Path) -> None:
     """Load backbone weights from a ``.safetensors`` or ``.pth`` file without executing pickled code.
 
@@ -117,13 +132,7 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
     drop = [k for k in state if k not in own and _is_classifier_key(model, k)]
     for key in drop:
         state.pop(key)
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
+    missing, unexpected, mismatched = state_dict_differences(state, own, "file")
     if missing or unexpected or mismatched:
         raise WeightsError(
             f"{path} does not fit backbone {type(model).__name__}: "

@@ -194,12 +194,6 @@ class TransferModule(pl.LightningModule):
         parts = {"backbone": merged_copy(self.backbone), "head": self.head}
         return {f"{name}.{k}": v for name, part in parts.items() for k, v in part.state_dict().items()}
 
-    def parameter_counts(self) -> tuple[int, int]:
-        """(trainable, total) parameter counts by ``requires_grad`` (the policy's own counts see mask mode)."""
-        total = sum(p.numel() for p in self.parameters())
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        return trainable, total
-
 
 def _build_backbone(cfg: BackboneConfig, choices: RunChoices, pool: str | None) -> nn.Module:
     """The headless timm backbone of the run (``pool``: the head's, timm's ``global_pool``), with its weights

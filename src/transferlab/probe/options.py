@@ -26,7 +26,7 @@ class ProbeOptions:
     ``max_iter`` and a tolerance on max |gradient| stop each fit: ``search_tol`` those of the search, ``tol``
     (scikit-learn's default) the chosen one, solved on from there.
     ``standardize``: fit on features scaled to unit variance on the training subset (the head is
-    folded back to the raw features); off by default (measured, see the README). ``class_weight``:
+    folded back to the raw features); off by default (measured, see docs/strategies.md). ``class_weight``:
     ``balanced`` weighs each class by n / (k · n_class), as scikit-learn does.
     """
 

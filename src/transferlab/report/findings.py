@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from transferlab.record import DataSize
+from transferlab.record import BASELINE_STRATEGY, DataSize
 from transferlab.report.paired import Comparison, compare, fmt_test
 from transferlab.report.stats import ALPHA, fmt_ms
-from transferlab.report.summary import SCRATCH, combos
+from transferlab.report.summary import combos
 
 CLAIM_RULE = (
     f"Every claim rests on a one-sided test at α = {ALPHA} on the test accuracies of the configurations "
@@ -21,8 +21,8 @@ CLAIM_RULE = (
     "(`scipy.stats.ttest_rel`). Runs that cannot be paired (a seed one side lacks, draws or source models that "
     "differ at a seed, records that do not name their draw) are compared by Welch's t-test instead "
     "(`scipy.stats.ttest_ind(..., equal_var=False)`), and the claim says so. A strategy is *better* than "
-    f"another when p < α for its accuracy being higher; a transfer strategy (anything but `{SCRATCH}`) is "
-    f"*negative transfer* at a size when p < α for its accuracy being below `{SCRATCH}`'s; `{SCRATCH}` *catches "
+    f"another when p < α for its accuracy being higher; a transfer strategy (anything but `{BASELINE_STRATEGY}`) is "
+    f"*negative transfer* at a size when p < α for its accuracy being below `{BASELINE_STRATEGY}`'s; `{BASELINE_STRATEGY}` *catches "
     "up* at the smallest size from which it is not significantly worse than the best transfer strategy "
     "(p ≥ α), there and at every larger size. A test needs 2 or more paired draws (Welch's: 2 or more runs a "
     "side, with some spread); where it cannot be made, no claim is made and the report says *not tested*."
@@ -90,8 +90,8 @@ def _comparisons(sk: pd.DataFrame) -> list[_VsScratch]:
     out = []
     for s in sorted(sk["size"].unique()):
         at = _at(sk, s)
-        scr = at[at["strategy"] == SCRATCH]
-        tr = at[at["strategy"] != SCRATCH]
+        scr = at[at["strategy"] == BASELINE_STRATEGY]
+        tr = at[at["strategy"] != BASELINE_STRATEGY]
         if len(scr) and len(tr):
             b, sc = tr.loc[tr["acc_mean"].idxmax()], scr.iloc[0]
             out.append(_VsScratch(s, sc, b, compare(sc, b)))
@@ -108,9 +108,9 @@ def scratch_catch_up(kind: str, sk: pd.DataFrame) -> str:
     never is, or that the test cannot be made)."""
     comparable = _comparisons(sk)
     if not comparable:
-        has_scr = (sk["strategy"] == SCRATCH).any()
+        has_scr = (sk["strategy"] == BASELINE_STRATEGY).any()
         return ("Scratch catch-up not assessed: "
-                + ("no transfer strategy was run at the sizes scratch was run." if has_scr else f"no `{SCRATCH}` runs."))
+                + ("no transfer strategy was run at the sizes scratch was run." if has_scr else f"no `{BASELINE_STRATEGY}` runs."))
     start = None
     for i in range(len(comparable) - 1, -1, -1):
         if not comparable[i].test.not_below:
@@ -137,11 +137,11 @@ def negative_transfer(kind: str, sk: pd.DataFrame) -> str:
     flagged, untested, checked = [], [], 0
     for s in sorted(sk["size"].unique()):
         at = _at(sk, s)
-        scr = at[at["strategy"] == SCRATCH]
+        scr = at[at["strategy"] == BASELINE_STRATEGY]
         if scr.empty:
             continue
         sc = scr.iloc[0]
-        for _, tr in at[at["strategy"] != SCRATCH].iterrows():
+        for _, tr in at[at["strategy"] != BASELINE_STRATEGY].iterrows():
             c = compare(tr, sc)
             if not c.made:
                 untested.append(f"{tr['strategy']} at {_describe(kind, s)} ({c.note})")
@@ -158,7 +158,7 @@ def negative_transfer(kind: str, sk: pd.DataFrame) -> str:
                 f"significantly worse than scratch (one-sided, α = {ALPHA}).{rest}")
     if untested:
         return f"Negative transfer not tested: {'; '.join(untested)}."
-    return f"Negative transfer not assessed: no transfer strategy was run at a size `{SCRATCH}` was run at."
+    return f"Negative transfer not assessed: no transfer strategy was run at a size `{BASELINE_STRATEGY}` was run at."
 
 
 def combo_findings(summary: pd.DataFrame) -> list[str]:

@@ -9,20 +9,20 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab.record import DataSize
+from transferlab.record import BASELINE_STRATEGY, DataSize
 from transferlab.report.findings import CLAIM_RULE, combo_findings, findings, power_note
 from transferlab.report.load import PENDING, count_problems, first_line
 from transferlab.report.paired import comparison_rows
 from transferlab.report.recommend import RECOMMEND_RULE, answer_rows, answers
 from transferlab.report.selection import Selection
 from transferlab.report.stats import fmt_ms
-from transferlab.report.summary import SCRATCH, combos
+from transferlab.report.summary import combos
 from transferlab.report.variation import sources_of_variation
 from transferlab.report.views import CELL_LEGEND, DEPTH_COLUMN, LR_COLUMN, grid_edges, lr_free, view_rows
 
 CAPTION = (
     "Std is the sample standard deviation over seeds; the 95% interval is the two-sided "
-    f"Student-t confidence interval for the mean (n/a with a single run). `{SCRATCH}` runs "
+    f"Student-t confidence interval for the mean (n/a with a single run). `{BASELINE_STRATEGY}` runs "
     "(random init) appear as the baseline in every `weights` combination of the same "
     "experiment, dataset, backbone and head."
 )

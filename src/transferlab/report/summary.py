@@ -14,7 +14,6 @@ from transferlab.report.stats import mean_ci
 
 #: the keys that make one comparison (a table of its own in the report)
 COMBO_KEYS: tuple[str, ...] = ("experiment", "dataset", "backbone", "weights", "head")
-SCRATCH: str = BASELINE_STRATEGY  # the random-init baseline every transfer strategy is compared with
 MISSING = "-"  # placeholder for an absent combination key
 
 SUMMARY_COLUMNS: list[str] = [
@@ -63,7 +62,7 @@ def share_scratch_baseline(work: pd.DataFrame) -> pd.DataFrame:
     """Copy scratch rows into every ``weights`` value used by transfer runs of the same
     experiment/dataset/backbone/head: scratch is random init, so its own ``weights``
     entry (e.g. "none") must not split it off from the runs it is the baseline for."""
-    is_scr = work["strategy"] == SCRATCH
+    is_scr = work["strategy"] == BASELINE_STRATEGY
     if not is_scr.any() or is_scr.all():
         return work
     base = [k for k in COMBO_KEYS if k != "weights"]

@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import timm
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from transferlab.data.loaders import ImageDataModule, SplitsDataModule, loader_settings
 from transferlab.data.registry import load_splits
 from transferlab.data.splits import DatasetSplits, subsample, subset_seed, train_selection
 from transferlab.data.transforms import build_transform
+from transferlab.config.plain import plain
 from transferlab.config.schema import RunConfig, check_config
 from transferlab.features.cache import cached_features, state_digest
 from transferlab.features.datamodules import StagedDataModule, TensorDataModule
@@ -33,7 +34,8 @@ from transferlab.redaction import redact
 from transferlab.run.context import cache_dir
 from transferlab.run.probing import resolve_solver
 from transferlab.run.checks import check_machine, warn_schedule
-from transferlab.run.trainer import autocast_dtype, budget_steps, device_of, epoch_passes, planned_epochs
+from transferlab.run.budget import budget_steps, epoch_passes, planned_epochs
+from transferlab.run.trainer import autocast_dtype, device_of
 from transferlab.strategies.base import FreezePolicy
 from transferlab.strategies.registry import build_policy
 
@@ -86,13 +88,6 @@ class Run:
     def solved_epochs(self) -> int:
         """Leading epochs of the budget the solve replaced (lp_ft's probing epochs): the Trainer runs the rest."""
         return int(getattr(self.policy, "solved_epochs", 0))
-
-
-def plain(node: Any) -> dict[str, Any]:
-    """A config mapping (or None) as a plain dict."""
-    if node is None:
-        return {}
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)  # type: ignore[return-value]
 
 
 def plan_run(cfg: DictConfig) -> RunPlan:

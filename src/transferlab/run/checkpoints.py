@@ -29,7 +29,7 @@ from torch import nn
 
 from transferlab.errors import WeightsError
 from transferlab.files import atomic_write
-from transferlab.model.backbone import describe_load_error
+from transferlab.model.backbone import describe_load_error, state_dict_differences
 
 LAST = "last.ckpt"
 BEST = "best.pt"
@@ -171,13 +171,7 @@ def check_checkpoint_fits(module: nn.Module, path: Path) -> dict[str, Any]:
     ckpt = load_checkpoint_safely(path)
     state: Mapping[str, Any] = ckpt["state_dict"]
     own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
+    missing, unexpected, mismatched = state_dict_differences(state, own, "checkpoint")
     if missing or unexpected or mismatched:
         hp = ckpt.get("hyper_parameters") or {}
         backbone, choices = hp.get("backbone"), hp.get("choices") or hp  # flat before the typed groups

@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 from transferlab.data.loaders import train_batch_size
 from transferlab.errors import ConfigError
 from transferlab.run.context import rank
-from transferlab.run.trainer import budget_steps, device_of, epoch_passes, planned_epochs
+from transferlab.run.budget import budget_steps, epoch_passes, planned_epochs
+from transferlab.run.trainer import device_of
 from transferlab.strategies.base import FreezePolicy
 
 

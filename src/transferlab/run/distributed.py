@@ -62,7 +62,7 @@ class DistributedSync(pl.Callback):
             raise RuntimeError(
                 f"after training, {len(differ)} parameters differ across the {trainer.world_size} DDP ranks "
                 f"({differ[:5]}…): they were not all-reduced. This is a bug in transferlab's freeze policy under DDP; "
-                "please report it. Until then train this strategy on one device."
+                "please report it. Until then train this freeze strategy on one device."
             )
 
 
@@ -77,11 +77,14 @@ def relaunches_command(trainer: pl.Trainer) -> bool:
     )
 
 
-def refuse_relaunch_in_multirun(trainer: pl.Trainer, strategy: object) -> None:
-    """Raise ConfigError when DDP inside a Hydra multirun would re-run the whole sweep in every process."""
+def refuse_relaunch_in_multirun(trainer: pl.Trainer, distribution: object) -> None:
+    """Raise ConfigError when DDP inside a Hydra multirun would re-run the whole sweep in every process.
+
+    ``distribution`` is ``trainer.strategy``, Lightning's name for how training is spread over processes (ddp…);
+    in this package "strategy" alone is always the freeze policy (``strategy=finetune``)."""
     if relaunches_command(trainer):
         raise ConfigError(
-            f"trainer.strategy={strategy} with {trainer.world_size} processes: Lightning starts the "
+            f"trainer.strategy={distribution} with {trainer.world_size} processes: Lightning starts the "
             "other processes by re-running this command, which inside a Hydra multirun (-m) re-runs the whole sweep in "
             "each of them, in lockstep only until one job fails on one process. Fix: run the jobs one at a time "
             "without -m, or use a Hydra launcher that starts one process per device (submitit on SLURM with "

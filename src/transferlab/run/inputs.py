@@ -20,7 +20,7 @@ from transferlab.data.fingerprint import changes, fingerprint
 from transferlab.data.registry import data_fingerprint
 from transferlab.identity import digest, is_path
 from transferlab.record import RESULT_FILE, RUN_LOCK, SUPERSEDED
-from transferlab.run.assembly import plain
+from transferlab.config.plain import plain
 
 #: what stays in a run folder when its files are set aside: Hydra's record of the job that runs now (its
 #: config and its log file, open for writing), the lock and the folder of earlier results

@@ -21,13 +21,14 @@ import torch
 from omegaconf import DictConfig
 
 from transferlab import __version__
+from transferlab.config.plain import plain
 from transferlab.config.schema import check_config
 from transferlab.errors import ConfigError, TransferlabError
 from transferlab.files import file_lock, read_json, write_json_atomic
 from transferlab.identity import config_hash, resolved, with_absolute_paths
 from transferlab.record import RESULT_FILE, RUN_LOCK, RunRecord, Status, is_completed, read_record, write_record
 from transferlab.redaction import redact, redacted_argv
-from transferlab.run.assembly import Run, assemble, plain, plan_run
+from transferlab.run.assembly import Run, assemble, plan_run
 from transferlab.run.checkpoints import BEST, LAST, BestWeights, LastCheckpoint, check_checkpoint_fits
 from transferlab.run.context import in_slurm_job, job_overrides, launch_dir, output_dir, rank
 from transferlab.run.curves import curve_callbacks
@@ -105,10 +106,11 @@ def train(cfg: DictConfig, out_dir: Path | None = None) -> dict[str, float]:
     # one process per run folder: a second one (two sweep workers given the same trial, a job still running
     # when its stale trial is retried) waits, then finds the run completed. DDP ranks > 0 share rank 0's run.
     with file_lock(out_dir / RUN_LOCK) if rank() == 0 else contextlib.nullcontext():
-        return _train_once(cfg, out_dir)
+        return _run_unless_completed(cfg, out_dir)
 
 
-def _train_once(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
+def _run_unless_completed(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
+    """Under the folder's lock: the completed run's metrics when its identity matches, else a new record and the run."""
     try:
         inputs = inputs_fingerprint(cfg)  # before the completed check: the data is part of the identity
     except TransferlabError as err:  # no data (or a bad layout): recorded as failed, never over a completed run
@@ -126,7 +128,7 @@ def _train_once(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         record.replaces = _set_aside_if_stale(cfg, cfg_hash, out_dir, inputs)
         write_record(out_dir, record)  # running: the report counts it pending until it ends
     try:
-        return _train(cfg, out_dir, record)
+        return _assemble_and_run(cfg, out_dir, record)
     except BaseException as err:
         if rank() == 0:
             _record_end(out_dir, record, err)
@@ -164,7 +166,8 @@ def _record_end(out_dir: Path, record: RunRecord, err: BaseException) -> None:
     write_record(out_dir, record)
 
 
-def _train(cfg: DictConfig, out_dir: Path, record: RunRecord) -> dict[str, float]:
+def _assemble_and_run(cfg: DictConfig, out_dir: Path, record: RunRecord) -> dict[str, float]:
+    """Assemble the run (data, model, policy) and its logger, then fit and test it."""
     ckpt_dir = out_dir / "checkpoints"
     if ckpt_dir.exists() and (read_json(out_dir / STATE_FILE) or {}).get("config_hash") != record.config_hash:
         shutil.rmtree(ckpt_dir)  # checkpoints of another config: never resume from them
@@ -253,8 +256,7 @@ def _solve_and_fit(cfg: DictConfig, record: RunRecord, run: Run, trainer: Any) -
     if run.solves_head:
         record.probe = solve_head(run.module, run.features, run.train_indices, run.policy, device_of(cfg)).summary()
         if run.policy.features_only:
-            run.policy.apply(run.module, epoch=0)  # what the run trained (the head), for its parameter counts
-            run.policy.counts_at_start = run.policy.parameter_counts(run.module)
+            run.policy.settle_solved(run.module)
             return False
     trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=record.resumed_from, weights_only=True)
     return True

@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from transferlab.config.plain import plain
 from transferlab.errors import ConfigError
 from transferlab.probe.search import ProbeFit, fit_probe
 from transferlab.probe.solver import check_finite
@@ -23,9 +24,7 @@ from transferlab.strategies.solvable import SolvableHead
 
 def _asked(node: Any) -> bool:
     """Whether a config option (``dataset.augment``, ``dataset.mixup``) asks for anything."""
-    if node is None:
-        return False
-    return bool(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
+    return bool(plain(node))
 
 
 def lbfgs_obstacles(cfg: DictConfig, policy: SolvableHead) -> list[str]:
@@ -47,14 +46,11 @@ def lbfgs_obstacles(cfg: DictConfig, policy: SolvableHead) -> list[str]:
 
 
 def resolve_solver(cfg: DictConfig, policy: FreezePolicy) -> None:
-    """Decide ``strategy.solver`` (``auto``: lbfgs where nothing stands in its way) and set ``policy.solves_head``;
-    ConfigError when ``lbfgs`` is asked for and cannot apply, or an option needs it."""
+    """Have the policy decide ``strategy.solver`` (``auto``: lbfgs where nothing stands in its way) from this run's
+    obstacles; ConfigError when ``lbfgs`` is asked for and cannot apply, or an option needs it."""
     if not isinstance(policy, SolvableHead):
         return
-    reasons = lbfgs_obstacles(cfg, policy)
-    if policy.solver == "lbfgs" and reasons:
-        raise ConfigError(f"strategy.solver=lbfgs: {reasons[0]}")
-    policy.solves_head = policy.solver == "lbfgs" or (policy.solver == "auto" and not reasons)
+    policy.choose_solver(lbfgs_obstacles(cfg, policy))
     if policy.probe.class_weight is not None and not policy.solves_head:
         raise ConfigError(f"strategy.probe.class_weight={policy.probe.class_weight} applies to the L-BFGS probe, and this "
                           f"run trains its head with sgd. Fix: strategy.solver=lbfgs, or strategy.probe.class_weight=null.")

@@ -13,10 +13,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save
 
+from transferlab.config.plain import plain
 from transferlab.errors import ConfigError, WeightsError
 from transferlab.files import atomic_write, file_lock
 from transferlab.data.registry import data_fingerprint
 from transferlab.identity import digest, resolved, without_neutral_keys
+from transferlab.record import BASELINE_STRATEGY
 from transferlab.run.assembly import assemble, plan_run
 from transferlab.run.checkpoints import LAST, LastCheckpoint
 from transferlab.run.context import cache_dir
@@ -63,13 +65,13 @@ def source_config(cfg: DictConfig) -> DictConfig:
             "use experiment=digits_transfer, or backbone.weights=null|hub|/path/to/weights.safetensors."
         )
     src = cfg.source
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(plain, dict)
-    plain.update(
-        dataset={**{k: v for k, v in plain["source"]["dataset"].items() if k != "subset_seed"}, "fraction": 1.0, "per_class": None},
-        strategy={"name": "scratch"},
+    values = plain(cfg)
+    assert isinstance(values, dict)
+    values.update(
+        dataset={**{k: v for k, v in values["source"]["dataset"].items() if k != "subset_seed"}, "fraction": 1.0, "per_class": None},
+        strategy={"name": BASELINE_STRATEGY},  # the source model trains from random initialisation
         head={"name": "linear", "hidden": [], "dropout": 0.0, "activation": "relu", "pool": None},
-        optimizer={**plain["optimizer"], **{k: src[k] for k in ("lr", "weight_decay") if k in src}},
+        optimizer={**values["optimizer"], **{k: src[k] for k in ("lr", "weight_decay") if k in src}},
         logger={"name": "none"},
         seed=source_seed(cfg),
         keep_checkpoints=False,
@@ -79,11 +81,11 @@ def source_config(cfg: DictConfig) -> DictConfig:
         budget={"rule": "epochs"},
         min_train_steps=0,
     )
-    plain["backbone"] = {**plain["backbone"], "weights": None}
+    values["backbone"] = {**values["backbone"], "weights": None}
     # one process, one device: a DDP target run must not launch a DDP source run inside each rank
-    plain["trainer"] = {**plain["trainer"], "max_epochs": int(src.max_epochs), "devices": 1, "num_nodes": 1, "strategy": "auto"}
-    plain.pop("source", None)
-    return OmegaConf.create(plain)
+    values["trainer"] = {**values["trainer"], "max_epochs": int(src.max_epochs), "devices": 1, "num_nodes": 1, "strategy": "auto"}
+    values.pop("source", None)
+    return OmegaConf.create(values)
 
 
 def source_key(src_cfg: DictConfig) -> dict[str, Any]:

@@ -30,6 +30,11 @@ from transferlab.model.adapters import LoraSpec
 PARAMETER_CURVES: tuple[str, ...] = ("params/trainable", "params/total", "params/trainable_blocks")
 
 
+def requires_grad_counts(module: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters of ``module`` by ``requires_grad`` (a policy's own counts see mask mode)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad), sum(p.numel() for p in module.parameters())
+
+
 class FreezePolicy(pl.Callback):
     """Base policy. Subclasses set ``name`` and ``trainable_top_blocks`` (or ``trainable_parameters``).
 
@@ -123,10 +128,16 @@ class FreezePolicy(pl.Callback):
         if module.training:
             self.set_frozen_eval()
 
+    def settle_solved(self, module: pl.LightningModule) -> None:
+        """A run whose head was solved and that trains nothing more: what it trained (the first epoch's
+        freezing: the head) and its parameter counts, as ``setup`` and ``on_train_epoch_start`` would leave them."""
+        self.apply(module, epoch=0)
+        self.counts_at_start = self.parameter_counts(module)
+
     def parameter_counts(self, module: nn.Module) -> tuple[int, int]:
         """(trainable, total) parameters as the policy decides (not ``requires_grad``: see mask mode)."""
         if not self.trainable:
-            return sum(p.numel() for p in module.parameters() if p.requires_grad), sum(p.numel() for p in module.parameters())
+            return requires_grad_counts(module)
         named = dict(module.named_parameters())
         return sum(p.numel() for n, p in named.items() if n in self.trainable), sum(p.numel() for p in named.values())
 

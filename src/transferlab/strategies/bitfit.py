@@ -1,6 +1,6 @@
 """BitFit (Ben Zaken et al., 2022): the head and every bias of the backbone train, all other weights stay.
 
-The worked example of adding a strategy (README, "Add a strategy"): this class plus
+The worked example of adding a strategy (docs/strategies.md, "Add a strategy"): this class plus
 ``conf/strategy/bitfit.yaml``; the registry finds every FreezePolicy subclass in this package.
 """
 

@@ -1,0 +1,1 @@
+"""The config groups ``experiment`` and ``sweep`` from ``experiments/`` and ``sweeps/``, beside ``conf/``."""
