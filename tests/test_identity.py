@@ -215,7 +215,7 @@ def test_a_run_writes_its_running_record_when_it_starts(tmp_path: Path, monkeypa
         seen["note"] = scan([out_dir]).problems()[0]["error"]
         raise RuntimeError("stopped")
 
-    monkeypatch.setattr(lifecycle, "_train", stop_at_start)
+    monkeypatch.setattr(lifecycle, "_assemble_and_run", stop_at_start)
     with pytest.raises(RuntimeError, match="stopped"):
         train(make_cfg(tmp_path, "backbone.name=test_resnet", "backbone.weights=null", "strategy=scratch"), out)
     record = seen["record"]
