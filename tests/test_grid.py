@@ -72,7 +72,9 @@ def _records(sweep_dir: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")}
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "local"])
+# local (submitit, a process per job) is slow-marked for CI's time: 71 s against joblib's 31 s, and
+# tests/test_sweeps.py runs submitit-local in CI already
+@pytest.mark.parametrize("launcher", ["joblib", pytest.param("local", marks=pytest.mark.slow)])
 def test_the_grid_runs_as_independent_jobs_and_resumes(tmp_path: Path, launcher: str) -> None:
     args = [*FAIR, f"hydra/launcher={launcher}", *(["hydra.launcher.n_jobs=2"] if launcher == "joblib" else [])]
     sweep_dir = tmp_path / "runs" / "digits_transfer" / "fair_x_fraction"

@@ -241,7 +241,8 @@ def test_the_report_tells_a_killed_run_from_a_running_one(tmp_path: Path) -> Non
 @pytest.mark.parametrize("launcher", [
     pytest.param([], id="basic"),
     pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], id="joblib"),
-    pytest.param(["hydra/launcher=local", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"], id="submitit_local"),
+    pytest.param(["hydra/launcher=local", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"], id="submitit_local",
+                 marks=pytest.mark.slow),  # 17 s; CI's time: the failure notes are files, the same for every launcher
 ])
 def test_a_multirun_with_a_failed_job_exits_1_after_every_job_ran(tmp_path: Path, launcher: list[str]) -> None:
     proc = _cli(tmp_path, tmp_path, "-m", *launcher, "backbone.name=test_resnet", "backbone.weights=null", "strategy=scratch",
