@@ -88,6 +88,15 @@ def _hparam_columns(hp: dict[str, Any] | None, steps: int | None) -> dict[str, A
             "depth": depth, "lr_unused": unused}
 
 
+def tie_break(hp: dict[str, Any] | None, steps: int | None = None) -> tuple[float, float, str]:
+    """What breaks a tie of equal validation scores, in order (:data:`SELECTION_RULE`): the smaller
+    ``optimizer.lr``, the smaller backbone LR, the configuration's text; unknown LRs last. Successive halving
+    (``hydra.sweeper.halving``) promotes by the same rule."""
+    cols = _hparam_columns(hp, steps)
+    lr, backbone = (math.inf if math.isnan(v) else v for v in (cols["lr"], cols["backbone_lr"]))
+    return lr, backbone, cols["config"]
+
+
 def candidates(found: Scan, metric: str, higher: bool = True) -> pd.DataFrame:
     """Every configuration tried (:meth:`Scan.attempts`), cell keys normalised, with ``config``, ``lr`` (NaN:
     unknown, or unused), ``backbone_lr``, ``depth`` (inf: all blocks; NaN: unknown), ``lr_unused`` (no optimizer
