@@ -55,14 +55,16 @@ def test_a_rung_stops_at_whole_validated_epochs_rounded_up() -> None:
     assert math.isnan(sim.rung_score({2: 0.5}, 1))
 
 
-def cell(curves: dict[str, list[float]], lrs: dict[str, float] | None = None) -> pd.DataFrame:
-    """One cell: a run per curve (validated every epoch, 10 steps an epoch), named by its key."""
+def cell(curves: dict[str, list[float]], lrs: dict[str, float] | None = None,
+         scales: dict[str, float] | None = None) -> pd.DataFrame:
+    """One cell: a run per curve (validated every epoch, 10 steps an epoch), named by its key; LR 0.01 and
+    backbone LR scale 1 unless given."""
     rows = []
     for name, values in curves.items():
         lr = (lrs or {}).get(name, 0.01)
         rows.append({"path": name, "epochs": len(values), "steps": 10.0 * len(values),
                      "curve": {e + 1: v for e, v in enumerate(values)}, "score": max(values), "lr": lr,
-                     "backbone_lr": lr, "config": json.dumps({"name": name, "optimizer.lr": lr})})
+                     "backbone_lr": lr * (scales or {}).get(name, 1.0), "config": json.dumps({"name": name, "optimizer.lr": lr})})
     return pd.DataFrame(rows)
 
 
@@ -78,8 +80,12 @@ def test_halving_keeps_the_top_ceil_n_over_eta_at_each_rung_and_counts_the_steps
 
 
 def test_ties_at_a_rung_go_to_the_smaller_learning_rate_as_in_the_report() -> None:
-    runs = cell({"fast": [0.5, 0.5, 0.9, 0.9], "slow": [0.5, 0.5, 0.6, 0.6]}, lrs={"fast": 0.1, "slow": 0.001})
-    assert sim.halve(runs, ((Fraction(1, 2),), 2)) == ("slow", 60.0)  # tied at epoch 2: slow kept, fast stopped
+    """Tied at epoch 2: the smaller optimizer.lr is kept (before the smaller backbone LR, then the text)."""
+    curves = {"fast": [0.5, 0.5, 0.9, 0.9], "slow": [0.5, 0.5, 0.6, 0.6]}
+    runs = cell(curves, lrs={"fast": 0.1, "slow": 0.001}, scales={"fast": 0.001})
+    assert sim.halve(runs, ((Fraction(1, 2),), 2)) == ("slow", 60.0)
+    runs = cell(curves, lrs={"fast": 0.01, "slow": 0.01}, scales={"slow": 0.1})
+    assert sim.halve(runs, ((Fraction(1, 2),), 2)) == ("slow", 60.0)
 
 
 def test_a_candidate_is_compared_with_the_exhaustive_selection() -> None:
@@ -96,7 +102,8 @@ def test_a_candidate_is_compared_with_the_exhaustive_selection() -> None:
     assert out["mean_val_regret_pt"] == pytest.approx(25.0)
     assert (out["top_strategy_exhaustive"], out["top_strategy_halved"]) == ({0.1: "scratch"}, {0.1: "linear_probe"})
     assert out["same_top_strategy_sizes"] == 0
-    assert "| 1/4, 1/2 | 2 | all | 0 of 1 cells | 0.62× | -30.00 pt |" in sim.table([out])
+    assert out["changed_to_smaller_lr"] == 0  # C and A share the LR
+    assert "| 1/4, 1/2 | 2 | all | 0 of 1 cells | 0.62× | -30.00 pt | -30.00 pt | 25.00 pt | 0 of 1 |" in sim.table([out])
 
 
 @pytest.mark.parametrize("text", ["1/3", "1/3:1", "2/3,1/3:2", "1/3,1:2", "a:2"])
