@@ -142,11 +142,22 @@ def load_runs(folders: Sequence[Path], strategies: Sequence[str]) -> pd.DataFram
     df["epochs"] = pd.to_numeric(df["epochs"], errors="coerce").fillna(0).astype(int)
     df["steps"] = pd.to_numeric(df["steps"], errors="coerce").fillna(0).astype(float)
     df["curve"] = [validation_curve(Path(p).parent) if s > 0 else {} for p, s in zip(df["path"], df["steps"])]
-    for path, curve, best, steps in zip(df["path"], df["curve"], df["score"], df["steps"]):
-        if steps > 0 and (not curve or round(max(curve.values()), 6) != round(float(best), 6)):
-            raise ValueError(f"{path}: its W&B history's best val/acc ({max(curve.values(), default=None)}) is "
-                             f"not its val/acc_best ({best})")
+    for path, curve, best, epochs, steps in zip(df["path"], df["curve"], df["score"], df["epochs"], df["steps"]):
+        if steps > 0:
+            check_curve(path, curve, int(epochs), float(best))
     return df
+
+
+def check_curve(path: str, curve: dict[int, float], epochs: int, best: float) -> None:
+    """Raise ValueError unless ``curve`` holds every validation the run planned (after epochs k, 2k, …, E)
+    and its best is the record's ``val/acc_best``: a gap would make a rung score up a wrong curve."""
+    every = max(1, math.ceil(epochs / MAX_VALIDATIONS))
+    if sorted(curve) != list(range(every, epochs + 1, every)):
+        raise ValueError(f"{path}: its W&B history validated after epochs {sorted(curve)}, not every {every} of "
+                         f"{epochs}. Fix: simulate on complete runs whose W&B offline folders are all there")
+    if round(max(curve.values()), 6) != round(best, 6):
+        raise ValueError(f"{path}: its W&B history's best val/acc ({max(curve.values())}) is not its "
+                         f"val/acc_best ({best}). Fix: simulate on the runs' own W&B offline folders")
 
 
 def cell_outcomes(df: pd.DataFrame, candidate: Candidate) -> pd.DataFrame:

@@ -110,3 +110,19 @@ def test_a_candidate_is_compared_with_the_exhaustive_selection() -> None:
 def test_a_bad_candidate_is_refused_with_its_fix(text: str) -> None:
     with pytest.raises(ValueError, match="Fix: e.g."):
         sim.parse_candidate(text)
+
+
+def test_a_curve_with_a_gap_or_another_best_is_refused() -> None:
+    sim.check_curve("run", {1: 0.5, 2: 0.75}, 2, 0.75)
+    sim.check_curve("run", {e: 0.5 for e in range(2, 41, 2)}, 40, 0.5)  # k = 2: validated after 2, 4, ..., 40
+    with pytest.raises(ValueError, match="validated after epochs \\[1, 3\\], not every 1 of 3"):
+        sim.check_curve("run", {1: 0.5, 3: 0.75}, 3, 0.75)
+    with pytest.raises(ValueError, match="is not its val/acc_best"):
+        sim.check_curve("run", {1: 0.5, 2: 0.75}, 2, 0.5)
+
+
+def test_no_run_to_simulate_is_one_line_with_its_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match="^simulate_halving: error: no completed run of scratch below .*Fix: "):
+        sim.main([str(tmp_path), "--strategies", "scratch"])
+    with pytest.raises(SystemExit, match="^simulate_halving: error: candidate '1/3' is not RUNGS:ETA. Fix: "):
+        sim.main([str(tmp_path), "--candidates", "1/3"])
