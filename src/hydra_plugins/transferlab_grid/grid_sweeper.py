@@ -9,7 +9,7 @@ and hands them to the configured launcher in batches (``max_batch_size``), as th
 
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -31,13 +31,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class HalvingConf:
+    """Successive halving: ``rungs``, fractions of each run's budget (``[0.5, 0.75]``, or ``['1/9', '1/3']``);
+    ``reduction_factor``: a rung keeps ``ceil(n / reduction_factor)`` of a cell's n configurations. No rungs: off."""
+
+    rungs: List[Any] = field(default_factory=list)
+    reduction_factor: int = 2
+
+
+@dataclass
 class GridSweeperConf:
     _target_: str = "hydra_plugins.transferlab_grid.grid_sweeper.GridSweeper"
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None  # the shared axes: sizes, seeds, strategies
-    grids: Optional[Dict[str, Any]] = None  # per strategy: the hyperparameters to select and their values
-    # successive halving: {rungs: [fractions of the budget], reduction_factor: 3}; null trains every point whole
-    halving: Optional[Dict[str, Any]] = None
+    # per strategy: the hyperparameters to select and their values. An empty dict, not null: OmegaConf cannot
+    # merge a command-line dict (++hydra.sweeper.grids={…}) into a null node (AttributeError, measured)
+    grids: Dict[str, Any] = field(default_factory=dict)
+    halving: HalvingConf = field(default_factory=HalvingConf)  # successive halving; no rungs: every point trains whole
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="transferlab_grid", node=GridSweeperConf, provider="transferlab")
@@ -52,7 +62,7 @@ class GridSweeper(Sweeper):
     """Every (strategy, grid point, other axes) combination as one job; without grids, the cartesian product."""
 
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
-                 grids: Optional[Dict[str, Any]] = None, halving: Optional[Dict[str, Any]] = None) -> None:
+                 grids: Optional[Dict[str, Any]] = None, halving: Optional[Any] = None) -> None:
         self.max_batch_size = max_batch_size
         self.params: Dict[str, str] = dict(params or {})
         self.grids: Dict[str, Any] = plain(grids)

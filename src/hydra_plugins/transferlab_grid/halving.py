@@ -5,8 +5,8 @@
   a cell with one configuration (the linear probe, which tunes itself) has nothing to halve and runs whole.
 - **Rungs.** ``rungs`` are fractions of each run's own budget (``[0.111, 0.333]``, or ``"1/9"``). At a rung
   every configuration still in the cell trains to that fraction of its full-length schedule and pauses there
-  (``transferlab.run.rungs``); the best ``ceil(n / reduction_factor)`` by their rung score go on, ties broken
-  as the report breaks them (``report.selection.tie_break``); the others are marked ``pruned``. The survivors
+  (``transferlab.run.rungs``); the best ``ceil(n / reduction_factor)`` by their rung score go on, with every
+  configuration tied with the last of them (:func:`promote`); the others are marked ``pruned``. The survivors
   of the last rung train to the whole budget, resuming from their rung: no step is trained twice.
 - **Deterministic.** A rung's decisions are taken when all its jobs have returned, from their records (the
   score is a function of the run's validation curve), so a rerun, another launcher or another ``n_jobs``
@@ -48,14 +48,14 @@ class Halving:
     @classmethod
     def parse(cls, spec: Mapping[str, Any] | None) -> Halving | None:
         """The halving of a sweep's config; None when not set (every grid point trains the whole budget)."""
-        if not spec:
+        if not spec or not spec.get("rungs"):
             return None
         unknown = set(spec) - {"rungs", "reduction_factor"}
         if unknown:
             raise ConfigError(f"hydra.sweeper.halving has no key {sorted(unknown)}. Fix: give rungs and reduction_factor, "
                               "e.g. hydra.sweeper.halving={rungs:[0.111,0.333],reduction_factor:3}.")
         rungs = tuple(_fraction(r) for r in spec.get("rungs") or ())
-        eta = spec.get("reduction_factor", 3)
+        eta = spec.get("reduction_factor", 2)
         if not rungs or any(not 0 < r < 1 for r in rungs) or list(rungs) != sorted(set(rungs)):
             raise ConfigError(f"hydra.sweeper.halving.rungs={list(spec.get('rungs') or [])}: give increasing fractions of "
                               "the budget, each in (0, 1), e.g. [0.111, 0.333] (or ['1/9', '1/3']).")
@@ -99,15 +99,23 @@ def score_of(record: RunRecord | None, fraction: float, mode: str) -> float | No
 
 def promote(scored: Sequence[tuple[Path, RunRecord | None, float | None]], reduction_factor: int,
             higher: bool = True) -> list[Path]:
-    """The run folders that go on: the best ``keep_count`` by score (None last), ties by ``tie_break``."""
+    """The run folders that go on: the best ``keep_count`` by score (None last, never promoted past the count),
+    in the report's order (``tie_break``), and every one tied with the last of them. A rung never prunes a
+    configuration that scores as well as one it keeps: early scores tie often (all at chance level after one
+    epoch of a tiny set, measured in tests/test_halving.py), and a tie broken by the smaller LR would
+    systematically favour small LRs, the short-horizon bias (Wu et al. 2018) that halving is prone to."""
+    def value(score: float | None) -> float:
+        return math.inf if score is None or score != score else -round(score if higher else -score, 9)
+
     def order(item: tuple[Path, RunRecord | None, float | None]) -> tuple[Any, ...]:
         path, record, score = item
-        value = math.inf if score is None or score != score else -round(score if higher else -score, 9)
         hparams = record.hparams if record is not None else None
-        return (value, *tie_break(hparams, record.steps if record is not None and record.completed else None), str(path))
+        return (value(score), *tie_break(hparams, record.steps if record is not None and record.completed else None), str(path))
 
     ranked = sorted(scored, key=order)
-    return [path for path, _, _ in ranked[: keep_count(len(scored), reduction_factor)]]
+    count = keep_count(len(scored), reduction_factor)
+    cut = value(ranked[count - 1][2])
+    return [path for i, (path, _, score) in enumerate(ranked) if i < count or (value(score) == cut and cut != math.inf)]
 
 
 def mark_pruned(out_dir: Path, fraction: float, score: float | None) -> None:
