@@ -122,9 +122,12 @@ def halve(cell: pd.DataFrame, candidate: Candidate) -> tuple[str, float]:
             scores = pd.Series([rung_score(c, s) for c, s in zip(alive["curve"], stops)], index=alive.index)
             order = ranked(alive, scores)
             keep = math.ceil(len(alive) / eta)
-            for i in order.index[keep:]:
-                steps += stops[i] * alive.at[i, "steps"] / alive.at[i, "epochs"]
-            alive = order.iloc[:keep]
+            cut = round(scores[order.index[keep - 1]], 9)  # a tie at the cut goes on, as in the sweeper (halving.promote)
+            going = [i for n, i in enumerate(order.index) if n < keep or round(scores[i], 9) == cut]
+            for i in order.index:
+                if i not in going:
+                    steps += stops[i] * alive.at[i, "steps"] / alive.at[i, "epochs"]
+            alive = order.loc[going]
     steps += float(alive["steps"].sum())
     return str(ranked(alive, alive["score"])["path"].iloc[0]), steps
 

@@ -79,13 +79,15 @@ def test_halving_keeps_the_top_ceil_n_over_eta_at_each_rung_and_counts_the_steps
     assert sim.halve(runs.iloc[:1], ((Fraction(1, 4),), 2)) == ("A", 100.0)  # one configuration: not halved
 
 
-def test_ties_at_a_rung_go_to_the_smaller_learning_rate_as_in_the_report() -> None:
-    """Tied at epoch 2: the smaller optimizer.lr is kept (before the smaller backbone LR, then the text)."""
+def test_a_tie_at_the_cut_goes_on_and_the_final_tie_to_the_smaller_learning_rate() -> None:
+    """Tied at epoch 2: both go on (as the sweeper's halving.promote); at the end the report's rule picks
+    the better full run, and between equal ones the smaller optimizer.lr (then the smaller backbone LR)."""
     curves = {"fast": [0.5, 0.5, 0.9, 0.9], "slow": [0.5, 0.5, 0.6, 0.6]}
     runs = cell(curves, lrs={"fast": 0.1, "slow": 0.001}, scales={"fast": 0.001})
-    assert sim.halve(runs, ((Fraction(1, 2),), 2)) == ("slow", 60.0)
-    runs = cell(curves, lrs={"fast": 0.01, "slow": 0.01}, scales={"slow": 0.1})
-    assert sim.halve(runs, ((Fraction(1, 2),), 2)) == ("slow", 60.0)
+    assert sim.halve(runs, ((Fraction(1, 2),), 2)) == ("fast", 80.0)  # nothing pruned: all 80 steps trained
+    curves = {"fast": [0.4, 0.5, 0.6, 0.6], "slow": [0.4, 0.5, 0.6, 0.6], "bad": [0.1, 0.2, 0.3, 0.3]}
+    runs = cell(curves, lrs={"fast": 0.01, "slow": 0.01, "bad": 0.001}, scales={"slow": 0.1})
+    assert sim.halve(runs, ((Fraction(1, 2),), 3)) == ("slow", 100.0)  # bad pruned after 2 of its 4 epochs
 
 
 def test_a_candidate_is_compared_with_the_exhaustive_selection() -> None:
