@@ -29,7 +29,7 @@ PENDING = (Status.INTERRUPTED.value, Status.RUNNING.value, Status.PAUSED.value)
 
 
 def count_problems(problems: list[dict[str, str]]) -> dict[str, int]:
-    """How many of :meth:`Scan.problems` are ``pending`` (interrupted or running), ``failed`` (failed or
+    """How many of :meth:`Scan.problems` are ``pending`` (interrupted, running, or paused at a rung), ``failed`` (failed or
     unreadable) and ``duplicate``."""
     n_dup = sum(p["status"] == DUPLICATE for p in problems)
     n_pending = sum(p["status"] in PENDING for p in problems)

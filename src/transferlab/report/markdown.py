@@ -126,8 +126,8 @@ def _counts_line(c: ReportContent) -> str:
     return (f"{c.n_files} result file(s) found: {n_sel} completed run(s) averaged (the configuration selected "
             f"on `{c.selection.metric}` in each cell; {n_done - n_sel} other completed configuration(s) compared, "
             f"not averaged), {counts['pending']} interrupted or running (pending: they resume when "
-            f"run again), {c.n_pruned} pruned at a rung (compared in their cells, never selected), "
-            f"{counts['failed']} failed/unreadable, {counts['duplicate']} duplicate(s) ignored.")
+            f"run again), {counts['failed']} failed/unreadable, {counts['duplicate']} duplicate(s) ignored"
+            + (f", {c.n_pruned} pruned at a rung (compared in their cells, never selected)." if c.n_pruned else "."))
 
 
 def _results_section(c: ReportContent, groups: list[tuple[str, pd.DataFrame]]) -> list[str]:
