@@ -24,8 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from transferlab.record import read_record
 from transferlab.report.cli import analyse, scan_results
+from transferlab.report.load import Scan
 from transferlab.report.recommend import answers
 from transferlab.report.stats import mean_ci
 
@@ -34,9 +34,17 @@ CELL = ["strategy", "size", "seed"]
 WITHIN_PT = 0.5
 
 
-def selected(folder: Path) -> tuple[pd.DataFrame, dict[float, str], pd.DataFrame]:
+def scanned(folder: Path, strategies: list[str] | None) -> Scan:
+    """The folder's records, only those of ``strategies`` when given (a run folder may hold more strategies)."""
+    found = scan_results([folder])
+    if not strategies:
+        return found
+    return Scan([e for e in found.entries if e.record is not None and e.record.strategy in strategies])
+
+
+def selected(found: Scan) -> tuple[pd.DataFrame, dict[float, str], pd.DataFrame]:
     """The selected run per cell (test, val, config), the recommendation per size, and every compared run."""
-    analysis = analyse(scan_results([folder]))
+    analysis = analyse(found)
     frame = analysis.selection.frame
     chosen = frame[frame["selected"].astype(bool)]
     out = chosen.assign(test=pd.to_numeric(chosen["test/acc"]), val=pd.to_numeric(chosen["score"]))
@@ -44,9 +52,9 @@ def selected(folder: Path) -> tuple[pd.DataFrame, dict[float, str], pd.DataFrame
     return out[[*CELL, "config", "test", "val"]].reset_index(drop=True), recommended, frame
 
 
-def totals(folder: Path) -> dict[str, Any]:
-    """Steps, train time and statuses over every record of the folder."""
-    records = [r for p in sorted(folder.rglob("result.json")) if (r := read_record(p.parent)) is not None]
+def totals(found: Scan) -> dict[str, Any]:
+    """Steps, train time and statuses over every record scanned."""
+    records = [e.record for e in found.entries if e.record is not None]
     return {"runs": len(records), "steps": sum(r.steps or 0 for r in records),
             "train_time_s": round(sum(r.train_time_s or 0 for r in records), 1),
             "statuses": {s: sum(r.status.value == s for r in records) for s in sorted({r.status.value for r in records})}}
@@ -66,10 +74,11 @@ def per_strategy_size(cells: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def compare(exhaustive: Path, halved: Path) -> dict[str, Any]:
-    """The whole comparison (see the module doc)."""
-    sel_e, rec_e, frame_e = selected(exhaustive)
-    sel_h, rec_h, _ = selected(halved)
+def compare(exhaustive: Path, halved: Path, strategies: list[str] | None = None) -> dict[str, Any]:
+    """The whole comparison (see the module doc), over ``strategies`` (default: every one found)."""
+    found_e, found_h = scanned(exhaustive, strategies), scanned(halved, strategies)
+    sel_e, rec_e, frame_e = selected(found_e)
+    sel_h, rec_h, _ = selected(found_h)
     cells = sel_e.merge(sel_h, on=CELL, suffixes=("_e", "_h"))
     best_val = frame_e[frame_e["counted"].astype(bool)].groupby(CELL)["score"].max().rename("best_val")
     full_val = frame_e[frame_e["counted"].astype(bool)][[*CELL, "config", "score"]].rename(columns={"config": "config_h"})
@@ -84,7 +93,7 @@ def compare(exhaustive: Path, halved: Path) -> dict[str, Any]:
         "all_within_0.5_pt": all(r["within_0.5_pt"] for r in rows),
         "cells_halved": int(len(multi)), "same_config": int((multi["config_e"] == multi["config_h"]).sum()),
         "mean_val_regret_pt": round(float(regret.mean()), 3), "max_val_regret_pt": round(float(regret.max()), 3),
-        "exhaustive": totals(exhaustive), "halved": totals(halved),
+        "exhaustive": totals(found_e), "halved": totals(found_h), "strategies": strategies or "all",
     }
 
 
@@ -112,9 +121,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("halved", type=Path, help="the halved study's sweep folder")
     p.add_argument("--wall-json", type=Path, nargs=2, metavar=("EXHAUSTIVE", "HALVED"),
                    help="benchmark results files whose study.wall_s are the two wall times")
+    p.add_argument("--strategies", nargs="+", help="compare only these strategies (the folders may hold more)")
     p.add_argument("--json", type=Path, help="write the comparison here")
     args = p.parse_args(argv)
-    result = compare(args.exhaustive, args.halved)
+    result = compare(args.exhaustive, args.halved, args.strategies)
     if args.wall_json:
         walls = [json.loads(f.read_text())["study"] for f in args.wall_json]
         result["wall_s"] = {"exhaustive": walls[0].get("wall_s"), "halved": walls[1].get("wall_s"),

@@ -68,9 +68,14 @@ def test_cells_rungs_and_promotion_follow_the_reports_rule() -> None:
     assert promote([(Path("d"), None, None), (Path("e"), None, None)], 2) == [Path("d")]  # no score: never more than the count
 
 
-def test_halving_promotes_prunes_and_ends_where_straight_runs_end(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def halved_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted halving sweep, shared by the tests below (each sweep costs about a minute)."""
+    return _sweep(tmp_path_factory.mktemp("halving") / "halved", HALVING)
+
+
+def test_halving_promotes_prunes_and_ends_where_straight_runs_end(tmp_path: Path, halved_dir: Path) -> None:
     straight = _records(_sweep(tmp_path / "straight", []))
-    halved_dir = _sweep(tmp_path / "halved", HALVING)
     halved = _records(halved_dir)
     assert set(halved) == set(straight)  # the same folders: rung_fraction names none
     statuses = sorted(r["status"] for r in halved.values())
@@ -100,7 +105,7 @@ def _assert_report(report_dir: Path) -> None:
     assert len(chosen) == 1 and chosen["status"].iloc[0] == "completed"
     text = (report_dir / "report.md").read_text()
     assert "2 pruned at a rung" in text and "0 failed" in text and "| pruned |" not in text
-    assert text.count("pruned (1)") == 2  # the LR view marks lr 1e-7 and 1e-6, pruned at seed 0  # pruned runs are compared, not problems
+    assert text.count("pruned (1)") == 2  # the LR view marks lr 1e-7 and 1e-6, pruned at seed 0
 
 
 def _sweep(folder: Path, extra: list[str]) -> Path:
@@ -109,8 +114,8 @@ def _sweep(folder: Path, extra: list[str]) -> Path:
     return folder / "runs" / "default" / "multirun"
 
 
-def test_a_sweep_killed_during_a_rung_resumes_to_the_same_selections(tmp_path: Path) -> None:
-    reference = _outcome(_records(_sweep(tmp_path / "whole", HALVING)))
+def test_a_sweep_killed_during_a_rung_resumes_to_the_same_selections(tmp_path: Path, halved_dir: Path) -> None:
+    reference = _outcome(_records(halved_dir))
     killed = tmp_path / "killed"
     killed.mkdir()
     sweep_dir = killed / "runs" / "default" / "multirun"
@@ -119,9 +124,9 @@ def test_a_sweep_killed_during_a_rung_resumes_to_the_same_selections(tmp_path: P
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            statuses = [r["status"] for r in _records(sweep_dir).values()] if sweep_dir.exists() else []
-            if "pruned" in statuses:  # the first rung is decided and the second has started: kill it all
-                break
+            records = _records(sweep_dir).values() if sweep_dir.exists() else []
+            if any(r["status"] == "paused" and r["rung"]["epoch"] == 2 for r in records):
+                break  # the second rung is under way (one of its jobs paused there): kill the sweep and its jobs
             time.sleep(0.1)
         assert proc.poll() is None, "the sweep ended before it could be killed"
         os.killpg(proc.pid, signal.SIGKILL)
