@@ -38,16 +38,26 @@ def _outcome(records: dict[str, dict]) -> dict[str, tuple]:
 
 
 @pytest.mark.parametrize(("spec", "pattern"), [
-    ({"rungs": [0.5, 0.25]}, r"rungs=\[0.5, 0.25\]: give increasing fractions"),
+    ({"rungs": [0.5, 0.25]}, r"rungs=\[0.5, 0.25\] must be increasing fractions.*Fix: e.g. hydra.sweeper.halving.rungs="),
     ({"rungs": [1.0]}, r"each in \(0, 1\)"),
     ({"rungs": ["a/b"]}, r"'a/b' is not a fraction"),
-    ({"rungs": [0.5], "reduction_factor": 1}, r"reduction_factor=1: give a whole number ≥ 2"),
+    ({"rungs": [0.5], "reduction_factor": 1}, r"reduction_factor=1 must be a whole number ≥ 2. Fix"),
     ({"rungs": [0.5], "eta": 2}, r"halving has no key \['eta'\]"),
-    ({"rungs": [0.5], "reduction_factor": 2.5}, r"reduction_factor=2.5: give a whole number"),
+    ({"rungs": [0.5], "reduction_factor": 2.5}, r"reduction_factor=2.5 must be a whole number"),
 ])
 def test_bad_halving_fails_with_the_fix(spec: dict, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         Halving.parse(spec)
+
+
+@pytest.mark.parametrize("bad", ["hydra.sweeper.halving.rungs=[0.75,0.5]", "strategy=lp_ft"])
+def test_a_bad_sweep_is_one_line_before_any_job(tmp_path: Path, bad: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "transferlab.train", "-m", "experiment=digits_transfer",
+                           "sweep=fair_x_fraction_halving", bad], env=_env(tmp_path), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("transferlab: error: ") and "Fix:" in proc.stderr
+    assert not [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]  # nothing ran, nothing was written
 
 
 def test_cells_rungs_and_promotion_follow_the_reports_rule() -> None:

@@ -23,7 +23,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.transferlab_grid.halving import RUNG_OVERRIDE, Halving, cells, mark_pruned, promote, score_of
+from transferlab.command_line import error
 from transferlab.config.plain import plain
+from transferlab.errors import TransferlabError
 from transferlab.grid import STRATEGY_KEY, axes_from_overrides, expand_jobs
 from transferlab.record import read_record
 
@@ -66,7 +68,8 @@ class GridSweeper(Sweeper):
         self.max_batch_size = max_batch_size
         self.params: Dict[str, str] = dict(params or {})
         self.grids: Dict[str, Any] = plain(grids)
-        self.halving = Halving.parse(plain(halving))
+        self.halving_spec: Any = plain(halving)
+        self.halving: Optional[Halving] = None  # parsed in sweep(): a bad one is a one-line error there
         self.known_strategies: List[str] = []
         self.hydra_context: Optional[HydraContext] = None
         self.config: Optional[DictConfig] = None
@@ -96,6 +99,15 @@ class GridSweeper(Sweeper):
         return [b for b in batches if b]
 
     def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
+        """The sweep; bad grids or halving (a ConfigError before any job runs) are one line, exit code 2."""
+        try:
+            self.halving = Halving.parse(self.halving_spec)
+            return self._sweep(arguments)
+        except TransferlabError as err:
+            error(str(err))
+            raise SystemExit(2) from None
+
+    def _sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None
         batches = self.job_batches(arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)  # the sweep's config beside its jobs, as Hydra's basic sweeper
@@ -146,15 +158,12 @@ class GridSweeper(Sweeper):
     def _decide(jobs: List[List[str]], folders: Dict[Tuple[str, ...], Optional[Path]], fraction: float,
                 reduction_factor: int, higher: bool) -> List[List[str]]:
         """The cell's jobs that go on from the rung (not yet completed); the others paused are marked pruned."""
-        scored = []
-        for job in jobs:
-            folder = folders.get(tuple(job))
-            record = read_record(folder) if folder is not None else None
-            mode = "max" if higher else "min"
-            scored.append((folder or Path(), record, score_of(record, fraction, mode)))
-        kept = set(promote(scored, reduction_factor, higher))
+        started = [(job, folder) for job in jobs if (folder := folders.get(tuple(job))) is not None]
+        mode = "max" if higher else "min"  # a job that never started has no folder: it is neither scored nor promoted
+        scored = [(folder, record := read_record(folder), score_of(record, fraction, mode)) for _, folder in started]
+        kept = set(promote(scored, reduction_factor, higher)) if scored else set()
         going_on = []
-        for job, (folder, record, score) in zip(jobs, scored):
+        for (job, folder), (_, record, score) in zip(started, scored):
             if folder not in kept:
                 mark_pruned(folder, fraction, score)
             elif record is not None and not record.completed:

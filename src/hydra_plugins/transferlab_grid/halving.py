@@ -53,14 +53,15 @@ class Halving:
         unknown = set(spec) - {"rungs", "reduction_factor"}
         if unknown:
             raise ConfigError(f"hydra.sweeper.halving has no key {sorted(unknown)}. Fix: give rungs and reduction_factor, "
-                              "e.g. hydra.sweeper.halving={rungs:[0.111,0.333],reduction_factor:3}.")
+                              "e.g. hydra.sweeper.halving={rungs:[0.5,0.75],reduction_factor:2}.")
         rungs = tuple(_fraction(r) for r in spec.get("rungs") or ())
         eta = spec.get("reduction_factor", 2)
         if not rungs or any(not 0 < r < 1 for r in rungs) or list(rungs) != sorted(set(rungs)):
-            raise ConfigError(f"hydra.sweeper.halving.rungs={list(spec.get('rungs') or [])}: give increasing fractions of "
-                              "the budget, each in (0, 1), e.g. [0.111, 0.333] (or ['1/9', '1/3']).")
+            raise ConfigError(f"hydra.sweeper.halving.rungs={list(spec.get('rungs') or [])} must be increasing fractions of "
+                              "the budget, each in (0, 1). Fix: e.g. hydra.sweeper.halving.rungs=[0.5,0.75] (or ['1/3','2/3']).")
         if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
-            raise ConfigError(f"hydra.sweeper.halving.reduction_factor={eta!r}: give a whole number ≥ 2 (3 keeps a third).")
+            raise ConfigError(f"hydra.sweeper.halving.reduction_factor={eta!r} must be a whole number ≥ 2. "
+                              "Fix: hydra.sweeper.halving.reduction_factor=2 (a rung keeps half) or 3 (a third).")
         return cls(rungs, eta)
 
 
