@@ -22,8 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from transferlab.config.plain import plain
 
 #: dotted config keys that never change a run's numbers: logging, where files go, checkpoint cadence,
-#: progress output, and speed settings that compute the same values (a key removes its whole sub-tree)
+#: progress output, and speed settings that compute the same values (a key removes its whole sub-tree).
+#: ``rung_fraction`` is here because a rung stops a run partway through the same schedule: the run it pauses
+#: is the same run (it resumes from the rung), and its record says where it stopped (``paused``/``pruned``),
+#: so a stopped run is never taken for a completed one.
 RESULT_NEUTRAL_KEYS: tuple[str, ...] = (
+    "rung_fraction",
     "logger",
     "logger.mode",
     "logger.project",

@@ -37,12 +37,16 @@ TEST_F1 = "test/f1_macro"
 
 class Status(str, Enum):
     """A run's state: ``running`` until it ends ``completed`` or ``failed``; ``interrupted`` when a
-    preemption or time limit stopped it (it resumes when relaunched)."""
+    preemption or time limit stopped it (it resumes when relaunched). Multi-fidelity selection
+    (``run.rungs``): ``paused`` at a rung, waiting for the sweeper's decision (it resumes when promoted);
+    ``pruned`` when a rung or Optuna's pruner stopped it for good (compared, never selected)."""
 
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    PAUSED = "paused"
+    PRUNED = "pruned"
 
 
 class RecordError(ValueError):
@@ -140,6 +144,10 @@ class RunRecord:
     feature_time_s: float | None = None
     epochs: int | None = None
     steps: int | None = None  # optimizer steps taken (the budget the run had)
+    planned_epochs: int | None = None  # the epochs its budget plans (a run stopped at a rung trained fewer)
+    val_curve: list[list[float]] | None = None  # every validation's [epochs trained, monitored value]
+    # where a paused or pruned run stopped: {fraction, epoch, score, by} (``run.rungs.rung_entry``)
+    rung: dict[str, Any] | None = _optional()
     cached_feature_epochs: int | None = None
     probe: dict[str, Any] | None = _optional()  # the L-BFGS probe: chosen l2, validation curve, solver time
     weights_path: str | None = None

@@ -179,6 +179,7 @@ class RunConfig:
     keep_checkpoints: bool = False
     checkpoint_every_s: float = 30.0
     signal_finish_epoch_s: float = 30.0
+    rung_fraction: float | None = example(0.33, None)
     dataset: DatasetConfig
     backbone: BackboneConfig
     strategy: dict[str, Any]  # checked against its policy class's __init__ (strategies.registry)
@@ -196,6 +197,9 @@ class RunConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be ≥ 0. Fix: {name}=0")
         if self.max_validations is not None and self.max_validations < 1:
             raise ConfigError(f"max_validations={self.max_validations} must be ≥ 1, or null for every epoch. Fix: max_validations=20")
+        if self.rung_fraction is not None and not 0 < self.rung_fraction <= 1:
+            raise ConfigError(f"rung_fraction={self.rung_fraction} must be in (0, 1], or null for the whole budget. "
+                              "Fix: leave it to hydra.sweeper.halving (rungs: [0.11, 0.33]), or rung_fraction=null")
 
 
 def plain_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,8 @@ BEST = "best.pt"
 
 
 class BestWeights(Callback):
-    """Tracks ``monitor`` after each validation and keeps a copy of the best weights."""
+    """Tracks ``monitor`` after each validation and keeps a copy of the best weights; ``curve`` is every
+    validation's ``[epochs trained, value]`` (the record's ``val_curve``, which rungs are scored on)."""
 
     def __init__(self, monitor: str, mode: str = "max") -> None:
         if mode not in ("max", "min"):
@@ -45,6 +46,7 @@ class BestWeights(Callback):
         self.best_score: float | None = None
         self.best_epoch: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.curve: list[list[float]] = []
 
     def _better(self, value: float) -> bool:
         if self.best_score is None:
@@ -55,6 +57,7 @@ class BestWeights(Callback):
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         value = float(trainer.callback_metrics[self.monitor])
+        self.curve.append([int(trainer.current_epoch) + 1, value])
         if value == value and self._better(value):  # NaN is never best
             self.best_score, self.best_epoch = value, int(trainer.current_epoch)
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
@@ -67,12 +70,14 @@ class BestWeights(Callback):
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "best_state": self.best_state}
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "best_state": self.best_state,
+                "curve": self.curve}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_score = state_dict.get("best_score")
         self.best_epoch = state_dict.get("best_epoch")
         self.best_state = state_dict.get("best_state")
+        self.curve = [list(point) for point in state_dict.get("curve") or []]  # none in checkpoints written before it
 
 
 class LastCheckpoint(Callback):

@@ -36,6 +36,7 @@ from transferlab.run.dashboard import distinguishing, run_name, run_tags, summar
 from transferlab.run.distributed import DistributedSync
 from transferlab.run.inputs import inputs_fingerprint, set_aside, what_changed
 from transferlab.run.preemption import RunInterrupted, SignalStop, describe_interruption, is_interruption
+from transferlab.run.rungs import EPS, RungStop, rung_entry
 from transferlab.run.probing import solve_head, wandb_entries
 from transferlab.run.source import resolve_weights, source_seed
 from transferlab.run.trainer import device_of, intra_op_threads, make_trainer
@@ -123,7 +124,13 @@ def _run_unless_completed(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     if done is not None:
         log.info("already completed (config %s): %s", cfg_hash, out_dir / RESULT_FILE)
         return dict(done.metrics or {})
+    previous = read_record(out_dir)
+    if _reached_rung(previous, cfg_hash, cfg.get("rung_fraction")):
+        log.info("already stopped at this rung (config %s): %s", cfg_hash, out_dir / RESULT_FILE)
+        return dict(previous.metrics or {})  # type: ignore[union-attr] - _reached_rung checked it
     record = start_record(cfg, cfg_hash, inputs, out_dir)
+    if previous is not None and previous.config_hash == cfg_hash and not previous.completed:
+        record.train_time_s = previous.train_time_s  # what it trained before a rung stopped it: the time adds up
     if rank() == 0:
         record.replaces = _set_aside_if_stale(cfg, cfg_hash, out_dir, inputs)
         write_record(out_dir, record)  # running: the report counts it pending until it ends
@@ -135,6 +142,13 @@ def _run_unless_completed(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         if isinstance(err, RunInterrupted):
             err.hand_over()  # the launcher's requeue (submitit's handler), now that last.ckpt and the record are written
         raise
+
+
+def _reached_rung(previous: RunRecord | None, cfg_hash: str, fraction: float | None) -> bool:
+    """Whether the folder's run of this config already stopped at this rung (``rung_fraction``) or a later one."""
+    if fraction is None or previous is None or previous.config_hash != cfg_hash or previous.rung is None:
+        return False
+    return previous.status in (Status.PAUSED, Status.PRUNED) and float(previous.rung["fraction"]) >= float(fraction) - EPS
 
 
 def _set_aside_if_stale(cfg: DictConfig, cfg_hash: str, out_dir: Path, inputs: dict[str, Any]) -> dict[str, Any] | None:
@@ -221,7 +235,8 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
     last_ckpt = LastCheckpoint(ckpt_dir, every_s=float(cfg.get("checkpoint_every_s") or 0), save_final=keep,
                                keep_latest_after_s=finish_s if in_slurm_job() else None)
     ddp, stop = DistributedSync(), SignalStop(last_ckpt, finish_epoch_s=finish_s)
-    callbacks = [run.policy, best, last_ckpt, ddp, stop, *curve_callbacks(logger)]
+    rung = RungStop(cfg.get("rung_fraction"), best, last_ckpt)
+    callbacks = [run.policy, best, last_ckpt, rung, ddp, stop, *curve_callbacks(logger)]
     trainer = make_trainer(cfg, out_dir, callbacks, logger, n_train=run.n_train,
                            checkpoints=False, reload_dataloaders=run.staged, solved_epochs=run.solved_epochs)
     record.resumed_from = _resume_point(run, ckpt_dir / LAST, record)
@@ -230,6 +245,8 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
         try:
             fitted = _solve_and_fit(cfg, record, run, trainer)
             train_time = time.perf_counter() - start + run.feature_time_s
+            if rung.stopped_at is not None:
+                return _pause(record, run, trainer, best, rung, train_time, logger, out_dir)
             best.restore(run.module)  # test the weights of the best validation epoch
             best_score = best.best_score if fitted else _validate(trainer, run, cfg.monitor, ddp)
             tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
@@ -241,12 +258,31 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
     if keep and trainer.is_global_zero:
         torch.save(run.module.export_state_dict(), ckpt_dir / BEST)  # adapters merged in: a plain timm backbone
     _complete(record, run, trainer, ddp, metrics, train_time, out_dir)
+    record.val_curve = best.curve
     if trainer.is_global_zero:
         extra = {**summary_entries(record), **wandb_entries(record.probe)}
         record.wandb = wandb_summary(logger, metrics, out_dir / RESULT_FILE, extra=extra)
         write_record(out_dir, record)
         if not keep:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return metrics
+
+
+def _pause(record: RunRecord, run: Run, trainer: Any, best: BestWeights, rung: RungStop, train_time: float,
+           logger: Any, out_dir: Path) -> dict[str, float]:
+    """Record a run a rung stopped (``paused``, its checkpoints kept: a promotion resumes it); return its
+    score there as ``<monitor>_best``, what the sweeper and the app's return value read."""
+    score = best.best_score
+    metrics = {} if score is None else {f"{best.monitor}_best": float(score)}
+    record.status, record.metrics = Status.PAUSED, metrics
+    record.rung = rung_entry(float(rung.fraction or 0), int(rung.stopped_at or 0), score)
+    record.train_time_s = round((record.train_time_s or 0.0) + train_time, 3)
+    record.epochs, record.steps = int(rung.stopped_at or 0), int(trainer.global_step)
+    record.planned_epochs, record.val_curve = int(trainer.max_epochs), best.curve
+    record.trainable_params, record.total_params = run.policy.parameter_counts(run.module)
+    if trainer.is_global_zero:
+        finish_wandb(logger, exit_code=0, preempted=True)  # the promoted run continues the same W&B id
+        write_record(out_dir, record)
     return metrics
 
 
@@ -286,7 +322,9 @@ def _complete(record: RunRecord, run: Run, trainer: Any, ddp: DistributedSync, m
     counts = run.policy.counts_at_start
     record.status, record.metrics = Status.COMPLETED, metrics
     record.trainable_params_start = counts[0] if counts else None
-    record.train_time_s, record.feature_time_s = round(train_time, 3), round(run.feature_time_s, 3)
+    record.train_time_s = round((record.train_time_s or 0.0) + train_time, 3)  # with the rungs before it
+    record.feature_time_s = round(run.feature_time_s, 3)
     record.epochs, record.steps, record.cached_feature_epochs = epochs, int(trainer.global_step), cached_epochs
+    record.planned_epochs = int(trainer.max_epochs or epochs)
     record.features_cached = cached_epochs > 0 or run.solves_head
     record.weights_path, record.output_dir = run.weights, str(out_dir)
