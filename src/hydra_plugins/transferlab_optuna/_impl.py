@@ -71,10 +71,8 @@ class StudySweep:
     def sweep(self, arguments: list[str]) -> None:
         distributions, fixed = space.search_space([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        self.url = shared.storage_url(self.storage_spec, sweep_dir)
-        self.storage = optuna_study.open_storage(self.url)
         name = self.study_name or "transferlab"
-        study = self._load(name)
+        study = self._load(name, sweep_dir)
         log.info("Optuna study %r in %s: %d of %d trials done", name, self.storage_spec or sweep_dir / "optuna.db",
                  sum(shared.is_done(t) for t in study.get_trials(deepcopy=False)), self.n_trials)
         while (batch := self._next_batch(study, distributions, fixed)) is not None:
@@ -87,15 +85,18 @@ class StudySweep:
                 _tell(study, trial, ret)
         self._write_results(study, sweep_dir)
 
-    def _load(self, name: str) -> optuna.Study:
-        """The study, with the sweep's pruner (the one it already has: ``optuna_study.keep_pruner``); a bad
-        pruner is one line and exit code 2, as the command line's own errors."""
+    def _load(self, name: str, sweep_dir: Path) -> optuna.Study:
+        """The study in its storage, with the sweep's pruner (checked first, then kept in the study, or
+        found to be the one it has: ``optuna_study.keep_pruner``); a bad pruner is one line and exit code
+        2, as the command line's own errors."""
         try:
             raw = OmegaConf.select(self.config, "hydra.sweeper.pruner", default=None)
             self.pruner = optuna_study.pruner_spec(OmegaConf.to_container(raw, resolve=True)
                                                    if OmegaConf.is_config(raw) else raw)
-            study = shared.load_study(self.storage, name, self.direction, self.sampler_for(-1),
-                                      optuna_study.build_pruner(self.pruner))
+            pruner = optuna_study.build_pruner(self.pruner)
+            self.url = shared.storage_url(self.storage_spec, sweep_dir)
+            self.storage = optuna_study.open_storage(self.url)
+            study = shared.load_study(self.storage, name, self.direction, self.sampler_for(-1), pruner)
             optuna_study.keep_pruner(study, self.pruner)
         except ConfigError as err:
             print(f"transferlab: error: {err}", file=sys.stderr)

@@ -19,6 +19,7 @@ a run: one warning, and the run trains on, unpruned.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,12 @@ log = logging.getLogger("transferlab")
 BY = "optuna"
 
 
+def _said(err: BaseException) -> str:
+    """An error in one line (SQLAlchemy's add lines of background)."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
 def open_trial(address: Mapping[str, Any] | None) -> tuple[Any, set[int]] | None:
     """The run's Optuna trial and the steps it has reported, or None: no trial named, or its storage
     cannot be reached (a warning; the run goes on unpruned)."""
@@ -46,8 +53,9 @@ def open_trial(address: Mapping[str, Any] | None) -> tuple[Any, set[int]] | None
 
         return open_study_trial(address)
     except Exception as err:  # noqa: BLE001 - the storage's trouble is never the run's failure
-        log.warning("optuna_trial %s: cannot reach the trial (%s: %s); the run trains on, unpruned",
-                    dict(address), type(err).__name__, err)
+        warnings.warn(f"optuna_trial: cannot reach trial {address.get('number')} of study {address.get('study')!r} "
+                      f"({_said(err)}); the run trains on, unpruned. Fix: leave optuna_trial to "
+                      "hydra/sweeper=optuna_study, and its storage where every job can reach it", stacklevel=2)
         return None
 
 
@@ -85,8 +93,9 @@ class TrialPruning(Callback):
                     self.reported.add(int(epoch))
             return ask and bool(self.trial.should_prune())
         except Exception as err:  # noqa: BLE001 - a storage that fails mid-run: warn once, train on
-            log.warning("optuna trial %s: reporting failed (%s: %s); the run trains on, unpruned",
-                        getattr(self.trial, "number", "?"), type(err).__name__, err)
+            warnings.warn(f"optuna trial {getattr(self.trial, 'number', '?')}: reporting failed ({_said(err)}); "
+                          "the run trains on, unpruned. Fix: a storage every job can reach (journal:<path> "
+                          "on a shared file system, or an RDB URL)", stacklevel=2)
             self.trial = None
             return False
 
@@ -117,4 +126,5 @@ def report_recorded(address: Mapping[str, Any] | None, record: RunRecord) -> Non
             if int(epoch) not in reported and value == value:
                 trial.report(float(value), step=int(epoch))
     except Exception as err:  # noqa: BLE001 - as TrialPruning._report
-        log.warning("optuna trial %s: reporting failed (%s: %s)", trial.number, type(err).__name__, err)
+        warnings.warn(f"optuna trial {trial.number}: reporting the recorded curve failed "
+                      f"({_said(err)}). Fix: a storage every job can reach", stacklevel=2)
