@@ -54,7 +54,9 @@ class StudySweep:
         self.heartbeat_s, self.grace_s, self.poll_s = float(heartbeat_s), float(grace_s), float(poll_s)
         self.params = dict(params or {})
         self.me = shared.this_worker()
-        self.pruner: dict[str, Any] | None = None  # its config, read in sweep() (Hydra hands ``pruner`` built)
+        # ``pruner`` comes built (Hydra instantiates nested ``_target_``s): its config, which the study keeps
+        # and the jobs build again, is read from the sweep's config in ``_load``
+        self.pruner: dict[str, Any] | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config

@@ -287,7 +287,7 @@ def _pause(record: RunRecord, run: Run, trainer: Any, best: BestWeights, rung: R
         record.status = Status.PAUSED
         record.rung = rung_entry(float(rung.fraction or 0), int(rung.stopped_at or 0), score)
     record.train_time_s = round((record.train_time_s or 0.0) + train_time, 3)
-    record.epochs, record.steps = int(record.rung["epoch"]), int(trainer.global_step)
+    record.epochs, record.steps = int(pruning.pruned_at or rung.stopped_at or 0), int(trainer.global_step)
     record.planned_epochs, record.val_curve = planned, best.curve
     record.trainable_params, record.total_params = run.policy.parameter_counts(run.module)
     if trainer.is_global_zero:
