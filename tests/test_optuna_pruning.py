@@ -146,3 +146,32 @@ def test_storage_trouble_leaves_the_run_unpruned(tmp_path: Path, one_thread: Non
     with pytest.warns(UserWarning, match="optuna trial 7: reporting failed .*database is locked.*unpruned") as said:
         assert pruning._report(ask=True) is False and pruning._report(ask=True) is False
     assert FailingTrial.calls == 1 and pruning.trial is None and len(said) == 1
+
+
+def test_a_resumed_trial_reports_its_whole_curve_and_a_pruned_one_never_trains_again(tmp_path: Path, one_thread: None) -> None:
+    """In process, no sweeper: a run stopped after epoch 1 (a rung, as a killed trial's last.ckpt) resumes under
+    another trial number, reports epoch 1 from its restored curve and epoch 2, and is pruned there; a third trial
+    of the same parameters trains nothing and reports the pruned run's curve."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    keep_pruner(study, pruner_spec({"_target_": "optuna.pruners.ThresholdPruner", "lower": 0.2, "n_warmup_steps": 2}))
+    trials = [study.ask() for _ in range(3)]
+    run = ["backbone.name=test_resnet", "backbone.weights=null", "strategy=finetune", "strategy.backbone_lr_scale=1",
+           "dataset.fraction=0.2", f"optimizer.lr={BAD}", "optimizer.weight_decay=0", "trainer.max_epochs=4",
+           "max_validations=null"]
+    out = tmp_path / "run"
+    train(make_cfg(tmp_path, *run, "rung_fraction=0.25"), out)  # stops after epoch 1, last.ckpt kept
+    first = read_result(out)
+    assert first["status"] == "paused" and first["epochs"] == 1
+    train(make_cfg(tmp_path, *run, trial_override(url, "s", trials[1].number)), out)
+    pruned = read_result(out)
+    assert pruned["status"] == "pruned" and pruned["resumed_from_epoch"] == 0  # Lightning's epoch 0: 1 done
+    assert pruned["rung"]["epoch"] == 2 and pruned["epochs"] == 2 and pruned["train_time_s"] > first["train_time_s"]
+    assert not (out / "checkpoints").exists()
+    reported = optuna.load_study(study_name="s", storage=url).trials
+    curve = {int(e): v for e, v in pruned["val_curve"]}
+    assert sorted(curve) == [1, 2] and reported[1].intermediate_values == curve
+    assert reported[0].intermediate_values == {}  # the rung's run named no trial
+    again = train(make_cfg(tmp_path, *run, trial_override(url, "s", trials[2].number)), out)
+    assert again == pruned["metrics"] and read_result(out) == pruned  # not trained again
+    assert optuna.load_study(study_name="s", storage=url).trials[2].intermediate_values == curve
