@@ -175,3 +175,10 @@ def test_a_resumed_trial_reports_its_whole_curve_and_a_pruned_one_never_trains_a
     again = train(make_cfg(tmp_path, *run, trial_override(url, "s", trials[2].number)), out)
     assert again == pruned["metrics"] and read_result(out) == pruned  # not trained again
     assert optuna.load_study(study_name="s", storage=url).trials[2].intermediate_values == curve
+
+
+def test_a_run_imports_optuna_only_when_it_names_a_trial() -> None:
+    """Optuna is the ``sweep`` extra (and 0.17 s): the command and a run without a trial never import it."""
+    code = "import sys, transferlab.train, transferlab.run.pruning; assert 'optuna' not in sys.modules, 'optuna imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
