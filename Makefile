@@ -50,8 +50,10 @@ wheel: setup
 # 13 examples 38.5 s as 2 jobs x 1 thread against 44.6 s as 1 job x 2 threads; 1,259 examples 58.6 s vs 53.1 s).
 # Then the report (selection on validation, tests over seeds, the recommendation) into the study folder.
 STUDY_JOBS ?= 2
+# STUDY_SWEEP=fair_x_fraction_halving: the same runs selected by successive halving (sweeps/…_halving.yaml)
+STUDY_SWEEP ?= fair_x_fraction
 define run_study
-	OMP_NUM_THREADS=1 $(BIN)/transferlab-train -m experiment=$(1) sweep=fair_x_fraction logger=wandb \
+	OMP_NUM_THREADS=1 $(BIN)/transferlab-train -m experiment=$(1) sweep=$(STUDY_SWEEP) logger=wandb \
 		hydra/launcher=joblib hydra.launcher.n_jobs=$(STUDY_JOBS)
 	$(BIN)/transferlab-report $(TRANSFERLAB_RUNS)/$(1)/fair_x_fraction --out $(STUDY_OUT)/$(1) \
 		--wandb-project transferlab --wandb-group $(1)/fair_x_fraction

@@ -485,13 +485,13 @@ def linear_probe(args: argparse.Namespace, device: torch.device, work: Path, img
 
 
 # ---- 3. the default study -------------------------------------------------------------------------
-def study(work: Path, in_repo: bool = False) -> dict[str, Any]:
+def study(work: Path, in_repo: bool = False, sweep: str = "fair_x_fraction") -> dict[str, Any]:
     """Wall time of ``make study`` (the fair protocol, its report included) from nothing: into fresh run,
     cache and report folders under ``work``, or (``in_repo``) into the repository's own ``runs/``,
     ``.cache/transferlab`` and ``experiments/``, which must not hold the study yet (the committed report is
     then the one timed)."""
     env = dict(os.environ)
-    cmd = ["make", "study", f"BIN={Path(sys.executable).parent}"]
+    cmd = ["make", "study", f"BIN={Path(sys.executable).parent}", f"STUDY_SWEEP={sweep}"]
     if in_repo:
         stale = [p for p in (REPO / "runs" / "digits_transfer" / "fair_x_fraction", REPO / ".cache" / "transferlab") if p.exists()]
         if stale:
@@ -507,12 +507,13 @@ def study(work: Path, in_repo: bool = False) -> dict[str, Any]:
     wall = time.perf_counter() - start
     records = [r for p in (runs / "digits_transfer").rglob("result.json") if (r := read_record(p.parent)) is not None]
     return {
-        "command": "make study (fresh runs, cache and report folders; .venv installed)",
+        "command": f"make study STUDY_SWEEP={sweep} (fresh runs, cache and report folders; .venv installed)",
         "returncode": proc.returncode,
         "wall_s": round(wall, 1),
         "runs": len(records),
         "train_time_s_sum": round(sum(r.train_time_s or 0 for r in records), 1),
         "steps_sum": sum(r.steps or 0 for r in records),
+        "statuses": {s: sum(r.status.value == s for r in records) for s in sorted({r.status.value for r in records})},
         "stderr_tail": proc.stderr[-2000:] if proc.returncode else "",
     }
 
@@ -713,6 +714,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-lp", action="store_true")
     p.add_argument("--study", action="store_true", help="also time the default study (minutes)")
+    p.add_argument("--study-sweep", default="fair_x_fraction",
+                   help="with --study: the sweep (fair_x_fraction_halving: selected by successive halving)")
     p.add_argument("--study-in-repo", action="store_true",
                    help="with --study: into the repository's runs/, cache and experiments/ (the committed report)")
     p.add_argument("--fingerprint-files", type=int, default=0, metavar="N",
@@ -779,7 +782,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["linear_probe_by_size"] = by_size
         if args.study:
             print("default study …", flush=True)
-            result["study"] = study(work, in_repo=args.study_in_repo)
+            result["study"] = study(work, in_repo=args.study_in_repo, sweep=args.study_sweep)
         else:
             result["study"] = {"skipped": "not asked (--study)"}
     finally:

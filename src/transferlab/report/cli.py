@@ -96,7 +96,7 @@ def write_outputs(found: Scan, analysis: Analysis, dirs: list[Path], out: Path) 
         depth = plot_freeze_depth(analysis.depth_view, out / "freeze_depth.png")
     figures = {k: p.name for k, p in (("learning_curve", png), ("sensitivity", sens), ("freeze_depth", depth)) if p}
     content = ReportContent(analysis.summary, analysis.selection, analysis.lr_view, analysis.depth_view,
-                            found.problems(), dirs, len(found.entries), figures)
+                            found.problems(), dirs, len(found.entries), figures, found.n_pruned())
     _write_text(md_path, render_markdown(content))
     return ReportPaths(out=out, csv=csv_path, md=md_path, png=png, sensitivity=sens, freeze_depth=depth)
 

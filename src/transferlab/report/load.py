@@ -1,6 +1,7 @@
 """One scan of the result folders: every ``result.json`` read once, through :mod:`transferlab.record`.
 
-Each file becomes an :class:`Entry`: ``completed`` (averaged), ``problem`` (unreadable, not completed,
+Each file becomes an :class:`Entry`: ``completed`` (averaged), ``pruned`` (stopped at a rung of successive
+halving or by Optuna's pruner: compared, never selected, not a problem), ``problem`` (unreadable, not completed,
 or completed without a strategy or a numeric test accuracy) or ``duplicate`` (an older record of a
 ``config_hash`` seen again; the newest by file mtime counts). A :class:`Scan` hands the same entries
 to the summary, the problem list and ``results.csv``.
@@ -20,14 +21,15 @@ import pandas as pd
 from transferlab.files import is_locked
 from transferlab.record import RESULT_FILE, RUN_LOCK, SUPERSEDED, TEST_ACC, RecordError, RunRecord, Status, load_record
 
-COMPLETED, PROBLEM, DUPLICATE = "completed", "problem", "duplicate"
+COMPLETED, PROBLEM, DUPLICATE, PRUNED = "completed", "problem", "duplicate", "pruned"
 UNPARSEABLE = "unparseable"  # the status shown for a file that is not a record
-#: not failures: runs stopped by a signal (preemption, requeue, time limit) or still going; they resume
-PENDING = (Status.INTERRUPTED.value, Status.RUNNING.value)
+#: not failures: runs stopped by a signal (preemption, requeue, time limit), still going, or paused at a
+#: rung waiting for the sweeper's decision; they resume
+PENDING = (Status.INTERRUPTED.value, Status.RUNNING.value, Status.PAUSED.value)
 
 
 def count_problems(problems: list[dict[str, str]]) -> dict[str, int]:
-    """How many of :meth:`Scan.problems` are ``pending`` (interrupted or running), ``failed`` (failed or
+    """How many of :meth:`Scan.problems` are ``pending`` (interrupted, running, or paused at a rung), ``failed`` (failed or
     unreadable) and ``duplicate``."""
     n_dup = sum(p["status"] == DUPLICATE for p in problems)
     n_pending = sum(p["status"] in PENDING for p in problems)
@@ -41,7 +43,7 @@ class Entry:
     path: str
     mtime: float
     status: str  # the record's status, or "unparseable"
-    kind: str  # COMPLETED | PROBLEM | DUPLICATE
+    kind: str  # COMPLETED | PRUNED | PROBLEM | DUPLICATE
     note: str = ""  # what is wrong (problems and duplicates)
     fields: dict[str, Any] = field(default_factory=dict)  # the record, flattened (empty if unreadable)
     record: RunRecord | None = None
@@ -79,7 +81,11 @@ class Scan:
     def problems(self) -> list[dict[str, str]]:
         """``{"path", "status", "error"}`` per entry not averaged; status ``duplicate`` for duplicates."""
         return [{"path": e.path, "status": DUPLICATE if e.kind == DUPLICATE else e.status, "error": e.note}
-                for e in self.entries if e.kind != COMPLETED]
+                for e in self.entries if e.kind in (PROBLEM, DUPLICATE)]
+
+    def n_pruned(self) -> int:
+        """How many runs a rung or a pruner stopped (compared in their cells, never selected)."""
+        return sum(e.kind == PRUNED for e in self.entries)
 
     def problem_counts(self) -> dict[str, int]:
         """How many entries were not averaged: ``pending`` (interrupted or running), ``failed`` (failed or
@@ -168,7 +174,10 @@ def read_entry(path: Path) -> Entry:
         return Entry(str(path), mtime, UNPARSEABLE, PROBLEM, f"{type(exc).__name__}: {first_line(exc)}")
     flat = flatten(record)
     entry = Entry(str(path), mtime, record.status.value, COMPLETED, fields=flat, record=record)
-    if not record.completed:
+    if record.status is Status.PRUNED:
+        rung = record.rung or {}
+        entry.kind, entry.note = PRUNED, f"pruned after epoch {rung.get('epoch')} of {record.planned_epochs} ({rung.get('by')})"
+    elif not record.completed:
         entry.kind, entry.note = PROBLEM, _not_completed_note(record, path)
     elif not _is_number(flat.get(TEST_ACC)) or not record.strategy:
         entry.kind = PROBLEM
@@ -182,7 +191,7 @@ def read_entry(path: Path) -> Entry:
 def mark_duplicates(entries: list[Entry]) -> None:
     """Within completed and within problem entries, all but the newest (mtime, then path) of a
     ``config_hash`` become duplicates, each saying which record was kept."""
-    for kind in (COMPLETED, PROBLEM):
+    for kind in (COMPLETED, PRUNED, PROBLEM):
         by_hash: dict[str, list[Entry]] = {}
         for e in entries:
             h = e.record.config_hash if e.record is not None else None

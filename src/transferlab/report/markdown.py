@@ -108,6 +108,7 @@ class ReportContent:
     dirs: list[Path]
     n_files: int
     figures: dict[str, str] = field(default_factory=dict)  # "learning_curve" | "sensitivity" | "freeze_depth" -> file name
+    n_pruned: int = 0  # runs a rung or a pruner stopped (load.Scan.n_pruned)
 
 
 def _answer_section(c: ReportContent) -> list[str]:
@@ -125,7 +126,8 @@ def _counts_line(c: ReportContent) -> str:
     return (f"{c.n_files} result file(s) found: {n_sel} completed run(s) averaged (the configuration selected "
             f"on `{c.selection.metric}` in each cell; {n_done - n_sel} other completed configuration(s) compared, "
             f"not averaged), {counts['pending']} interrupted or running (pending: they resume when "
-            f"run again), {counts['failed']} failed/unreadable, {counts['duplicate']} duplicate(s) ignored.")
+            f"run again), {counts['failed']} failed/unreadable, {counts['duplicate']} duplicate(s) ignored"
+            + (f", {c.n_pruned} pruned at a rung (compared in their cells, never selected)." if c.n_pruned else "."))
 
 
 def _results_section(c: ReportContent, groups: list[tuple[str, pd.DataFrame]]) -> list[str]:

@@ -88,6 +88,15 @@ def _hparam_columns(hp: dict[str, Any] | None, steps: int | None) -> dict[str, A
             "depth": depth, "lr_unused": unused}
 
 
+def tie_break(hp: dict[str, Any] | None, steps: int | None = None) -> tuple[float, float, str]:
+    """What breaks a tie of equal validation scores, in order (:data:`SELECTION_RULE`): the smaller
+    ``optimizer.lr``, the smaller backbone LR, the configuration's text; unknown LRs last. Successive halving
+    (``hydra.sweeper.halving``) promotes by the same rule."""
+    cols = _hparam_columns(hp, steps)
+    lr, backbone = (math.inf if math.isnan(v) else v for v in (cols["lr"], cols["backbone_lr"]))
+    return lr, backbone, cols["config"]
+
+
 def candidates(found: Scan, metric: str, higher: bool = True) -> pd.DataFrame:
     """Every configuration tried (:meth:`Scan.attempts`), cell keys normalised, with ``config``, ``lr`` (NaN:
     unknown, or unused), ``backbone_lr``, ``depth`` (inf: all blocks; NaN: unknown), ``lr_unused`` (no optimizer
@@ -132,7 +141,7 @@ def _choice(row: pd.Series, keys: list[str]) -> str:
 
 def select(df: pd.DataFrame, within: Sequence[str] = ()) -> pd.DataFrame:
     """``df`` (from :func:`candidates`) with ``selected`` (one completed run per cell × ``within``, by the
-    rule in :data:`SELECTION_RULE`), ``n_configs`` (distinct completed configurations compared),
+    rule in :data:`SELECTION_RULE`), ``n_configs`` (distinct configurations compared: completed or pruned),
     ``grid_time_s`` (train time of every configuration tried in the cell) and ``choice`` (selected rows)."""
     groups = [*CELL, *within]
     df = df.dropna(subset=list(within)).copy() if within else df.copy()
@@ -142,7 +151,8 @@ def select(df: pd.DataFrame, within: Sequence[str] = ()) -> pd.DataFrame:
     winners = ranked.index[~ranked.duplicated(groups, keep="first")]
     df["selected"] = df.index.isin(winners)
     keyed = [df[k] for k in groups]
-    df["n_configs"] = df["config"].where(df["counted"].astype(bool)).groupby(keyed, dropna=False).transform("nunique")
+    compared = df["counted"].astype(bool) | (df["status"] == Status.PRUNED.value if "status" in df else False)
+    df["n_configs"] = df["config"].where(compared).groupby(keyed, dropna=False).transform("nunique")
     times = pd.to_numeric(df["train_time_s"], errors="coerce") if "train_time_s" in df else pd.Series(np.nan, df.index)
     df["grid_time_s"] = times.groupby(keyed, dropna=False).transform(lambda s: s.sum(min_count=1))
     df["choice"] = ""

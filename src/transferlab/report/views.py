@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from transferlab.record import DataSize
+from transferlab.record import DataSize, Status
 from transferlab.report.selection import Selection, numeric_mean, select
 from transferlab.report.stats import fmt_ms
 from transferlab.report.summary import COMBO_KEYS, summarize
@@ -40,7 +40,22 @@ def held_fixed(sel: Selection, column: str) -> pd.DataFrame:
     per_value = select(done.assign(chosen=done["selected"]), within=(column,))
     view = summarize(per_value[per_value["selected"]], by=[column], extra=extra)
     order = [*COMBO_KEYS, "size_kind", "size", "strategy", column]
-    return view.sort_values(order, kind="stable").reset_index(drop=True)
+    return with_pruned(view, df, column).sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def with_pruned(view: pd.DataFrame, frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``view`` with ``n_pruned``: per value, the runs a rung or a pruner stopped there (successive halving);
+    a value every run of which was pruned gets a row of its own (no accuracy, ``n_runs`` 0)."""
+    keys = [*COMBO_KEYS, "strategy", "size_kind", "size", column]
+    pruned = frame[(frame["status"] == Status.PRUNED.value) & frame[column].notna()] if "status" in frame else frame.iloc[:0]
+    if pruned.empty:
+        return view.assign(n_pruned=0)
+    counts = pruned.groupby(keys, dropna=False).size().rename("n_pruned").reset_index()
+    merged = view.merge(counts, on=keys, how="outer")
+    merged["n_pruned"] = merged["n_pruned"].fillna(0).astype(int)
+    for name in ("n_runs", "n_chosen"):
+        merged[name] = merged[name].fillna(0).astype(int)
+    return merged
 
 
 def lr_free(sel: Selection) -> list[str]:
@@ -92,14 +107,18 @@ def fmt_depth(depth: float) -> str:
 
 
 def _cell(r: pd.Series) -> str:
+    pruned = int(r.get("n_pruned", 0) or 0)
+    if int(r["n_runs"]) == 0:
+        return f"pruned ({pruned})"
     test = fmt_ms(r["acc_mean"], r["acc_std"], digits=3)
     val = "n/a" if pd.isna(r["val_mean"]) else f"{r['val_mean']:.3f}"
-    return f"{test} · val {val} · {int(r['n_chosen'])}/{int(r['n_runs'])}"
+    return f"{test} · val {val} · {int(r['n_chosen'])}/{int(r['n_runs'])}" + (f" · {pruned} pruned" if pruned else "")
 
 
 #: what a held-fixed table's cell says, for the text above it
 CELL_LEGEND = ("each cell: test accuracy mean ± std · validation mean · how many seeds' overall selection "
-               "has this value (of the seeds run)")
+               "has this value (of the seeds run completed there); *pruned (k)*: k runs at this value were stopped "
+               "at a rung of successive halving (or by Optuna's pruner), compared but never selected")
 
 
 def view_rows(view: pd.DataFrame, column: str) -> tuple[list[str], list[list[str]]]:
