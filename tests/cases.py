@@ -269,6 +269,12 @@ CASES: list[Case] = [
     E("lora-target", "strategy=lora strategy.target_modules=[conv4]", "strategy.target_modules: 'conv4' names no Linear or "
       "ungrouped Conv2d module of test_resnet", "Fix: choose among its candidates conv1.0, conv1.3, conv1.6, conv1, conv2"),
     E("lora-rank", "strategy=lora strategy.rank=0", "strategy.rank=0 must be ≥ 1", "Fix: strategy.rank=8"),
+    # Optuna's pruning (appended, as above)
+    E("optuna-pruner-name", "hydra.mode=MULTIRUN sweep=optuna_lr hydra.sweeper.pruner=medain", "hydra.sweeper.pruner='medain' is not a pruner "
+      "(did you mean median?)", "Fix: hydra.sweeper.pruner=none | median | successive_halving | hyperband"),
+    W("optuna-trial-unreachable", "++optuna_trial={storage:'sqlite:////nonexistent/optuna.db',study:s,number:0}",
+      "cannot reach trial 0 of study 's'", "Fix: leave optuna_trial to hydra/sweeper=optuna_study",
+      "++optuna_trial={storage:'sqlite:////nonexistent/optuna.db',study:s,number:0}", *FEW),
 ]
 
 

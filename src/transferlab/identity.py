@@ -25,9 +25,11 @@ from transferlab.config.plain import plain
 #: progress output, and speed settings that compute the same values (a key removes its whole sub-tree).
 #: ``rung_fraction`` is here because a rung stops a run partway through the same schedule: the run it pauses
 #: is the same run (it resumes from the rung), and its record says where it stopped (``paused``/``pruned``),
-#: so a stopped run is never taken for a completed one.
+#: so a stopped run is never taken for a completed one. ``optuna_trial`` names the Optuna trial a run reports
+#: to (``run.pruning``), not what it computes: a retried trial (another number) resumes in the same folder.
 RESULT_NEUTRAL_KEYS: tuple[str, ...] = (
     "rung_fraction",
+    "optuna_trial",
     "logger",
     "logger.mode",
     "logger.project",

@@ -19,40 +19,45 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
+
+from transferlab import optuna_study
 
 log = logging.getLogger(__name__)
 
 WORKER, ALIVE_AT, RETRY_OF, NOT_COUNTED = "worker", "alive_at", "retry_of", "not_counted"
-JOURNAL = "journal:"
+JOURNAL = optuna_study.JOURNAL
+
+
+def storage_url(spec: str | None, sweep_dir: Path) -> str:
+    """``null``: ``sqlite:///<sweep_dir>/optuna.db``; ``journal:<path>``: a journal file (its path made
+    absolute: the jobs, which open it too, may run elsewhere); else an RDB URL as it is."""
+    if not spec:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+    if spec.startswith(JOURNAL):
+        path = Path(spec[len(JOURNAL):]).expanduser().absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"{JOURNAL}{path}"
+    return spec
 
 
 def open_storage(spec: str | None, sweep_dir: Path) -> BaseStorage:
-    """``null``: ``sqlite:///<sweep_dir>/optuna.db``; ``journal:<path>``: a journal file; else an RDB URL."""
-    if not spec:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        spec = f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
-    if spec.startswith(JOURNAL):
-        path = Path(spec[len(JOURNAL):]).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    if spec.startswith("sqlite:"):
-        # several workers write one SQLite file: wait up to 60 s for its lock instead of failing at once
-        return RDBStorage(spec, engine_kwargs={"connect_args": {"timeout": 60}})
-    return RDBStorage(spec)
+    """The storage of ``storage_url(spec, sweep_dir)`` (``transferlab.optuna_study.open_storage``)."""
+    return optuna_study.open_storage(storage_url(spec, sweep_dir))
 
 
-def load_study(storage: BaseStorage, name: str, direction: str, sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+def load_study(storage: BaseStorage, name: str, direction: str, sampler: optuna.samplers.BaseSampler,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     """The study ``name`` in ``storage``, created by whichever worker comes first."""
     for _ in range(5):
         try:
             return optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,
-                                       load_if_exists=True)
+                                       pruner=pruner, load_if_exists=True)
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it between the check and the insert
             time.sleep(0.2)
-    return optuna.load_study(storage=storage, study_name=name, sampler=sampler)
+    return optuna.load_study(storage=storage, study_name=name, sampler=sampler, pruner=pruner)
 
 
 def _start_ticks(pid: int) -> str:
@@ -84,8 +89,8 @@ def worker_alive(worker: str) -> bool | None:
 
 
 def counts(trial: FrozenTrial) -> bool:
-    """Whether the trial takes one of the ``n_trials`` places (done, running or queued, not a stale one)."""
-    return trial.state is TrialState.COMPLETE or (
+    """Whether the trial takes one of the ``n_trials`` places (done, pruned, running or queued, not a stale one)."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
         trial.state in (TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING) and not trial.user_attrs.get(NOT_COUNTED))
 
 

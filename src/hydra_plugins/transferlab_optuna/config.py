@@ -30,6 +30,9 @@ class OptunaStudyConf:
     grace_s: float = 120.0  # no heartbeat for this long: the trial's worker is gone, another worker runs it again
     poll_s: float = 5.0  # how often a worker with nothing to ask waits for the others' trials
     params: Optional[dict[str, str]] = None
+    # stop weak trials early: null or none (never), median, successive_halving, hyperband (Optuna's defaults),
+    # or a pruner's config, {_target_: optuna.pruners.MedianPruner, n_startup_trials: 5}; steps are epochs trained
+    pruner: Any = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study", node=OptunaStudyConf, provider="transferlab")

@@ -162,6 +162,16 @@ class SourceConfig:
 
 
 @dataclass(kw_only=True)
+class OptunaTrialConfig:
+    """``optuna_trial``: the Optuna trial a run reports its validations to, and whose study's pruner may
+    stop it (``run.pruning``). Set by ``hydra/sweeper=optuna_study`` when it prunes, not by hand."""
+
+    storage: str = example("sqlite:////path/to/sweep/optuna.db")
+    study: str = example("digits_transfer-optuna_lr")
+    number: int = example(0)
+
+
+@dataclass(kw_only=True)
 class RunConfig:
     """The whole config of one run. Keys outside the groups are free (``+extra.note=…`` annotates a run),
     except one close to a known key: that is a typo, and refused."""
@@ -180,6 +190,7 @@ class RunConfig:
     checkpoint_every_s: float = 30.0
     signal_finish_epoch_s: float = 30.0
     rung_fraction: float | None = example(0.33, None)
+    optuna_trial: OptunaTrialConfig | None = None
     dataset: DatasetConfig
     backbone: BackboneConfig
     strategy: dict[str, Any]  # checked against its policy class's __init__ (strategies.registry)

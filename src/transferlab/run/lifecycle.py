@@ -36,6 +36,7 @@ from transferlab.run.dashboard import distinguishing, run_name, run_tags, summar
 from transferlab.run.distributed import DistributedSync
 from transferlab.run.inputs import inputs_fingerprint, set_aside, what_changed
 from transferlab.run.preemption import RunInterrupted, SignalStop, describe_interruption, is_interruption
+from transferlab.run.pruning import TrialPruning, already_pruned, report_recorded
 from transferlab.run.rungs import EPS, RungStop, rung_entry
 from transferlab.run.probing import solve_head, wandb_entries
 from transferlab.run.source import resolve_weights, source_seed
@@ -123,10 +124,13 @@ def _run_unless_completed(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     done = is_completed(out_dir, cfg_hash)
     if done is not None:
         log.info("already completed (config %s): %s", cfg_hash, out_dir / RESULT_FILE)
+        report_recorded(cfg.get("optuna_trial"), done)
         return dict(done.metrics or {})
     previous = read_record(out_dir)
-    if _reached_rung(previous, cfg_hash, cfg.get("rung_fraction")):
-        log.info("already stopped at this rung (config %s): %s", cfg_hash, out_dir / RESULT_FILE)
+    stopped = _reached_rung(previous, cfg_hash, cfg.get("rung_fraction"))
+    if stopped or already_pruned(previous, cfg_hash, cfg.get("optuna_trial")):
+        log.info("already stopped at this rung or pruned (config %s): %s", cfg_hash, out_dir / RESULT_FILE)
+        report_recorded(None if stopped else cfg.get("optuna_trial"), previous)  # type: ignore[arg-type]
         return dict(previous.metrics or {})  # type: ignore[union-attr] - _reached_rung checked it
     record = start_record(cfg, cfg_hash, inputs, out_dir)
     if previous is not None and previous.config_hash == cfg_hash and not previous.completed:
@@ -236,7 +240,8 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
                                keep_latest_after_s=finish_s if in_slurm_job() else None)
     ddp, stop = DistributedSync(), SignalStop(last_ckpt, finish_epoch_s=finish_s)
     rung = RungStop(cfg.get("rung_fraction"), best, last_ckpt)
-    callbacks = [run.policy, best, last_ckpt, rung, ddp, stop, *curve_callbacks(logger)]
+    pruning = TrialPruning(cfg.get("optuna_trial"), best, is_rank_zero=rank() == 0)
+    callbacks = [run.policy, best, last_ckpt, rung, pruning, ddp, stop, *curve_callbacks(logger)]
     trainer = make_trainer(cfg, out_dir, callbacks, logger, n_train=run.n_train,
                            checkpoints=False, reload_dataloaders=run.staged, solved_epochs=run.solved_epochs)
     record.resumed_from = _resume_point(run, ckpt_dir / LAST, record)
@@ -245,8 +250,8 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
         try:
             fitted = _solve_and_fit(cfg, record, run, trainer)
             train_time = time.perf_counter() - start + run.feature_time_s
-            if rung.stopped_at is not None:
-                return _pause(record, run, trainer, best, rung, train_time, logger, out_dir)
+            if rung.stopped_at is not None or pruning.pruned_at is not None:
+                return _pause(record, run, trainer, best, rung, pruning, train_time, logger, out_dir)
             best.restore(run.module)  # test the weights of the best validation epoch
             best_score = best.best_score if fitted else _validate(trainer, run, cfg.monitor, ddp)
             tested = trainer.test(run.module, datamodule=run.datamodule, verbose=False)
@@ -268,21 +273,29 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, record: RunRecord, run: Run, l
     return metrics
 
 
-def _pause(record: RunRecord, run: Run, trainer: Any, best: BestWeights, rung: RungStop, train_time: float,
-           logger: Any, out_dir: Path) -> dict[str, float]:
-    """Record a run a rung stopped (``paused``, its checkpoints kept: a promotion resumes it); return its
-    score there as ``<monitor>_best``, what the sweeper and the app's return value read."""
+def _pause(record: RunRecord, run: Run, trainer: Any, best: BestWeights, rung: RungStop, pruning: TrialPruning,
+           train_time: float, logger: Any, out_dir: Path) -> dict[str, float]:
+    """Record a run a rung stopped (``paused``, its checkpoints kept: a promotion resumes it) or Optuna's
+    pruner stopped (``pruned``, its checkpoints deleted); return its score there as ``<monitor>_best``,
+    what the sweeper and the app's return value read."""
     score = best.best_score
     metrics = {} if score is None else {f"{best.monitor}_best": float(score)}
-    record.status, record.metrics = Status.PAUSED, metrics
-    record.rung = rung_entry(float(rung.fraction or 0), int(rung.stopped_at or 0), score)
+    record.metrics, planned = metrics, int(trainer.max_epochs)
+    if pruning.pruned_at is not None:
+        pruning.mark(record, score, planned)
+    else:
+        record.status = Status.PAUSED
+        record.rung = rung_entry(float(rung.fraction or 0), int(rung.stopped_at or 0), score)
     record.train_time_s = round((record.train_time_s or 0.0) + train_time, 3)
-    record.epochs, record.steps = int(rung.stopped_at or 0), int(trainer.global_step)
-    record.planned_epochs, record.val_curve = int(trainer.max_epochs), best.curve
+    record.epochs, record.steps = int(pruning.pruned_at or rung.stopped_at or 0), int(trainer.global_step)
+    record.planned_epochs, record.val_curve = planned, best.curve
     record.trainable_params, record.total_params = run.policy.parameter_counts(run.module)
     if trainer.is_global_zero:
-        finish_wandb(logger, exit_code=0, preempted=True)  # the promoted run continues the same W&B id
+        paused = record.status == Status.PAUSED  # a promoted run continues the same W&B id; a pruned one is done
+        finish_wandb(logger, exit_code=0, preempted=paused)
         write_record(out_dir, record)
+        if not paused:
+            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return metrics
 
 
