@@ -189,6 +189,8 @@ CASES: list[Case] = [
     E("fraction-and-per-class", "dataset.fraction=0.1 dataset.per_class=5", "dataset.fraction=0.1 and dataset.per_class=5 both set",
       "Fix: keep one: dataset.per_class=null for the fraction, or dataset.fraction=1.0"),
     E("rung-fraction", "rung_fraction=1.5", "rung_fraction=1.5 must be in (0, 1]", "Fix: leave it to hydra.sweeper.halving"),
+    E("halving-rungs", "hydra.mode=MULTIRUN experiment=digits_transfer sweep=fair_x_fraction_halving hydra.sweeper.halving.rungs=[0.75,0.5]",
+      "hydra.sweeper.halving.rungs=[0.75, 0.5] must be increasing fractions", "Fix: e.g. hydra.sweeper.halving.rungs=[0.5,0.75]"),
     E("max-epochs-0", "strategy=finetune trainer.max_epochs=0", "trainer.max_epochs=0 trains nothing", "Fix: trainer.max_epochs=10"),
     E("max-epochs-negative", "trainer.max_epochs=-5", "trainer.max_epochs=-5 must be ≥ 1", "Fix: trainer.max_epochs=10"),
     E("input-size-0", "dataset.input_size=0", "dataset.input_size=0 pixels cannot hold an image", "Fix: dataset.input_size=32"),
