@@ -104,5 +104,7 @@ def test_the_default_studies_run_five_draws() -> None:
     sweep = OmegaConf.load(ROOT / "sweeps" / "fair_x_fraction.yaml")
     assert str(sweep.hydra.sweeper.params.seed).split(",") == ["0", "1", "2", "3", "4"]
     study = (ROOT / "Makefile").read_text()
-    assert "sweep=fair_x_fraction" in study.split("define run_study", 1)[1].split("endef", 1)[0]
+    assert "sweep=$(STUDY_SWEEP)" in study.split("define run_study", 1)[1].split("endef", 1)[0]
+    assert "STUDY_SWEEP ?= fair_x_fraction\n" in study  # the default; fair_x_fraction_halving builds on it
+    assert OmegaConf.load(ROOT / "sweeps" / "fair_x_fraction_halving.yaml").defaults == ["fair_x_fraction"]
     assert "$(call run_study,digits_transfer)" in study and "$(call run_study,digits_split_transfer)" in study

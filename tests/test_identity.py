@@ -239,7 +239,7 @@ def test_the_report_tells_a_killed_run_from_a_running_one(tmp_path: Path) -> Non
 
 # ---- a multirun with a failed job -----------------------------------------------------------------------------
 @pytest.mark.parametrize("launcher", [
-    pytest.param([], id="basic"),
+    pytest.param([], id="basic", marks=pytest.mark.slow),  # 8 s; CI's time, as submitit_local below
     pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], id="joblib"),
     pytest.param(["hydra/launcher=local", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"], id="submitit_local",
                  marks=pytest.mark.slow),  # 17 s; CI's time: the failure notes are files, the same for every launcher

@@ -99,6 +99,7 @@ def test_a_rerun_continues_the_study_pruned_trials_counted(tmp_path: Path) -> No
     assert (sweep_dir / "optimization_results.yaml").read_text().count("n_pruned") == 1
 
 
+@pytest.mark.slow  # 17 s, for CI's 15 minutes: tests/test_optuna_study.py runs studies without a pruner in CI
 def test_no_pruner_adds_no_trial_and_a_changed_pruner_is_refused(tmp_path: Path) -> None:
     sweep = [a for a in SWEEP if not a.startswith("hydra.sweeper.pruner")]
     _train_cli(tmp_path, *sweep, "hydra.sweeper.n_trials=1", "trainer.max_epochs=1")

@@ -140,6 +140,7 @@ def test_strategy_x_fraction_multirun_one_result_and_one_wandb_run_per_job(tmp_p
 # ------------------------------------------------------------------------------------------ submitit local
 
 
+@pytest.mark.slow  # 17 s, for CI's 15 minutes: submitit runs in CI under the real SLURM (make test-slurm)
 def test_submitit_local_launcher_runs_two_jobs(tmp_path: Path) -> None:
     proc = _train_cli(
         tmp_path, "-m", "hydra/launcher=local", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
