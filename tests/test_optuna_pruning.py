@@ -22,7 +22,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import make_cfg, read_result
-from test_optuna_study import STUDY, _sweep_dir, _trials
+from test_optuna_study import STUDY, _sweep_dir, _trials, two_workers
 from test_sweeps import TINY, _env, _results, _train_cli
 from transferlab.errors import ConfigError
 from transferlab.identity import config_hash
@@ -67,13 +67,7 @@ def _check_pruned_and_completed(trials: list[optuna.trial.FrozenTrial], sweep_di
 
 
 def test_two_workers_prune_the_bad_trials_on_one_storage(tmp_path: Path) -> None:
-    storage = f"journal:{tmp_path / 'shared' / 'study.journal'}"
-    args = [sys.executable, "-m", "transferlab.train", *SWEEP, "hydra.sweeper.n_trials=4",
-            f"hydra.sweeper.storage={storage}", "hydra.sweeper.poll_s=0.5"]
-    procs = [subprocess.Popen(args, env=_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=400)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[-3000:] for o in outs]
+    storage, outs = two_workers(tmp_path, SWEEP, 4)
     trials = _trials(storage)
     assert len(trials) == 4, [(t.number, t.state, t.user_attrs) for t in trials]
     assert len({t.user_attrs["worker"] for t in trials}) == 2, "one worker ran every trial"

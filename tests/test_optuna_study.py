@@ -85,14 +85,21 @@ def test_killed_optuna_sweep_rerun_reaches_n_trials_exactly(tmp_path: Path) -> N
     assert sorted(t.value for t in complete) == sorted(r["metrics"]["val/acc_best"] for r in results.values())
 
 
-def test_two_sweeper_processes_share_one_study(tmp_path: Path) -> None:
-    storage = f"journal:{tmp_path / 'shared' / 'study.journal'}"  # the shared-file-system storage
-    args = [sys.executable, "-m", "transferlab.train", *SWEEP, "hydra.sweeper.n_trials=6",
+def two_workers(tmp_path: Path, sweep: list[str], n_trials: int) -> tuple[str, list[str]]:
+    """Two sweeper processes at once on one journal storage (the shared-file-system storage); both must exit 0.
+    Returns the storage and the two processes' output."""
+    storage = f"journal:{tmp_path / 'shared' / 'study.journal'}"
+    args = [sys.executable, "-m", "transferlab.train", *sweep, f"hydra.sweeper.n_trials={n_trials}",
             f"hydra.sweeper.storage={storage}", "hydra.sweeper.poll_s=0.5"]
     procs = [subprocess.Popen(args, env=_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[-3000:] for o in outs]
+    return storage, outs
+
+
+def test_two_sweeper_processes_share_one_study(tmp_path: Path) -> None:
+    storage, outs = two_workers(tmp_path, SWEEP, 6)
     trials = _trials(storage)
     complete = _complete(trials)
     assert len(complete) == 6, [(t.number, t.state, t.user_attrs) for t in trials]
