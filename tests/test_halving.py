@@ -32,8 +32,8 @@ def _records(sweep_dir: Path) -> dict[str, dict]:
 
 
 def _outcome(records: dict[str, dict]) -> dict[str, tuple]:
-    """What a halving sweep decided and measured, per run folder."""
-    return {name: (r["status"], (r.get("rung") or {}).get("epoch"), r["epochs"], json.dumps(r["metrics"], sort_keys=True))
+    """What a halving sweep decided and measured, per run folder (a killed sweep's running records have no epochs yet)."""
+    return {name: (r["status"], (r.get("rung") or {}).get("epoch"), r.get("epochs"), json.dumps(r.get("metrics"), sort_keys=True))
             for name, r in records.items()}
 
 

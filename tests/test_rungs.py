@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,17 @@ def test_rung_fraction_is_checked_and_leaves_the_identity_alone(tmp_path: Path) 
         train(make_cfg(tmp_path, *RUN, "rung_fraction=1.5"), tmp_path / "bad")
     assert read_result(tmp_path / "bad") is None  # checked before anything is written
     assert config_hash(make_cfg(tmp_path, *RUN, "rung_fraction=0.5"), "d") == config_hash(make_cfg(tmp_path, *RUN), "d")
+
+
+def test_a_run_resumed_past_its_rung_stops_before_any_step(tmp_path: Path, one_thread: None) -> None:
+    """A sweep killed while this run trained on to a later rung, rerun: the earlier rung finds it past there."""
+    out = tmp_path / "run"
+    train(make_cfg(tmp_path, *RUN, "rung_fraction=0.6", "checkpoint_every_s=0"), out)  # validations at 2, 4, 6
+    later = read_result(out)
+    assert later["status"] == "paused" and later["epochs"] == 4
+    later["status"] = "running"  # what a SIGKILL leaves: the record of the run it had started
+    (out / "result.json").write_text(json.dumps(later))
+    train(make_cfg(tmp_path, *RUN, "rung_fraction=0.3"), out)  # rung epoch 2: it is at 4 already
+    again = read_result(out)
+    assert again["status"] == "paused" and again["epochs"] == 4 and again["steps"] == later["steps"]
+    assert rung_score(again["val_curve"], 6, 0.3) == rung_score(later["val_curve"], 6, 0.3)

@@ -135,6 +135,7 @@ class GridSweeper(Sweeper):
         """Successive halving over the batch's cells: each rung launched whole, then decided (``halving``)."""
         assert self.config is not None
         higher = str(self.config.get("monitor_mode", "max")) != "min"
+        best_key = f"{self.config.get('monitor', 'val/acc')}_best"
         by_cell = cells(batch, self.grids)
         active = {cell: jobs for cell, jobs in by_cell.items() if len(jobs) > 1}
         whole = [job for jobs in by_cell.values() if len(jobs) == 1 for job in jobs]
@@ -145,7 +146,8 @@ class GridSweeper(Sweeper):
             results = self._launch(rung_jobs, 0)
             returns.append(results)
             folders = {tuple(job): _output_dir(ret) for job, ret in zip(jobs, results)}
-            active = {cell: self._decide(js, folders, fraction, halving.reduction_factor, higher) for cell, js in active.items()}
+            active = {cell: self._decide(js, folders, fraction, (halving.reduction_factor, higher, best_key))
+                      for cell, js in active.items()}
             active = {cell: js for cell, js in active.items() if js}
             log.info("halving: rung %d of %d (%.3g of the budget): %d configurations go on", i + 1, len(halving.rungs),
                      fraction, sum(map(len, active.values())))
@@ -156,11 +158,13 @@ class GridSweeper(Sweeper):
 
     @staticmethod
     def _decide(jobs: List[List[str]], folders: Dict[Tuple[str, ...], Optional[Path]], fraction: float,
-                reduction_factor: int, higher: bool) -> List[List[str]]:
-        """The cell's jobs that go on from the rung (not yet completed); the others paused are marked pruned."""
+                rule: Tuple[int, bool, str]) -> List[List[str]]:
+        """The cell's jobs that go on from the rung (not yet completed); the others paused are marked pruned.
+        ``rule``: the reduction factor, whether higher is better, the monitor's ``_best`` key."""
+        reduction_factor, higher, best_key = rule
         started = [(job, folder) for job in jobs if (folder := folders.get(tuple(job))) is not None]
         mode = "max" if higher else "min"  # a job that never started has no folder: it is neither scored nor promoted
-        scored = [(folder, record := read_record(folder), score_of(record, fraction, mode)) for _, folder in started]
+        scored = [(folder, record := read_record(folder), score_of(record, fraction, mode, best_key)) for _, folder in started]
         kept = set(promote(scored, reduction_factor, higher)) if scored else set()
         going_on = []
         for (job, folder), (_, record, score) in zip(started, scored):

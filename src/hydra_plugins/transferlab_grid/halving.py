@@ -88,13 +88,14 @@ def keep_count(n: int, reduction_factor: int) -> int:
     return max(1, math.ceil(n / reduction_factor))
 
 
-def score_of(record: RunRecord | None, fraction: float, mode: str) -> float | None:
+def score_of(record: RunRecord | None, fraction: float, mode: str, best_key: str = "val/acc_best") -> float | None:
     """A run's score at the rung ``fraction``, from its validation curve (paused, pruned or completed alike);
-    None when it has none (failed, or never validated)."""
+    None when it has none (failed, or never validated). A completed record written before ``val_curve`` existed
+    has only its whole run's best (``best_key``, the monitor's ``_best``): it is scored by that."""
     if record is None or record.status not in (Status.PAUSED, Status.PRUNED, Status.COMPLETED):
         return None
     if not record.val_curve or not record.planned_epochs:
-        return (record.metrics or {}).get("val/acc_best") if record.completed else None  # records before val_curve
+        return (record.metrics or {}).get(best_key) if record.completed else None
     return rung_score(record.val_curve, record.planned_epochs, fraction, mode)
 
 

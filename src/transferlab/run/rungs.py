@@ -58,6 +58,17 @@ class RungStop(Callback):
         self.best, self.last = best, last
         self.stopped_at: int | None = None
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # resumed at or past the rung (a sweep killed while this run trained on to a later rung, then rerun): stop
+        # before any step, as the run that was not killed stopped there (measured: without this, the rerun trained
+        # one epoch more than the uninterrupted sweep, tests/test_halving.py)
+        done, planned = int(trainer.current_epoch), int(trainer.max_epochs or 0)
+        target = (self.fraction or 0) * planned - EPS
+        if self.fraction is not None and 0 < done < planned and any(e >= target for e, _ in self.best.curve) and done >= target:
+            trainer.should_stop = True
+            self.stopped_at = done
+            log.info("rung at %g of the budget: already past it (epoch %d of %d), paused", self.fraction, done, planned)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning 2 validates before on_train_epoch_end: this epoch's validation is in the curve already
         done, planned = int(trainer.current_epoch) + 1, int(trainer.max_epochs or 0)
