@@ -115,10 +115,11 @@ def test_two_sweeper_processes_share_one_study(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("storage", [None, "journal:{tmp}/j/study.journal"])
 def test_storage_choices(tmp_path: Path, storage: str | None) -> None:
-    from hydra_plugins.transferlab_optuna._study import open_storage
+    from hydra_plugins.transferlab_optuna._study import storage_url
+    from transferlab.optuna_study import open_storage
 
     spec = storage.format(tmp=tmp_path) if storage else None
-    store = open_storage(spec, tmp_path / "sweep")
+    store = open_storage(storage_url(spec, tmp_path / "sweep"))  # as the sweeper opens it
     study = optuna.create_study(storage=store, study_name="s")
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     assert len(study.trials) == 2

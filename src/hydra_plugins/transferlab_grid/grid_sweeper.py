@@ -28,6 +28,7 @@ from transferlab.config.plain import plain
 from transferlab.errors import TransferlabError
 from transferlab.grid import STRATEGY_KEY, axes_from_overrides, expand_jobs
 from transferlab.record import read_record
+from transferlab.run.context import job_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class GridSweeper(Sweeper):
             rung_jobs = [job if i == 0 and job in whole else [*job, f"{RUNG_OVERRIDE}={fraction:.6g}"] for job in jobs]
             results = self._launch(rung_jobs, 0)
             returns.append(results)
-            folders = {tuple(job): _output_dir(ret) for job, ret in zip(jobs, results)}
+            folders = {tuple(job): job_output_dir(ret) for job, ret in zip(jobs, results)}
             active = {cell: self._decide(js, folders, fraction, (halving.reduction_factor, higher, best_key))
                       for cell, js in active.items()}
             active = {cell: js for cell, js in active.items() if js}
@@ -181,11 +182,3 @@ class GridSweeper(Sweeper):
         for overrides in batch:
             first.setdefault(tuple(sorted(o.split("=", 1)[0] for o in overrides)), overrides)
         super().validate_batch_is_legal(list(first.values()))
-
-
-def _output_dir(result: JobReturn) -> Optional[Path]:
-    """The job's run folder, from the Hydra config it ran with (any launcher hands it back)."""
-    try:
-        return Path(str(result.hydra_cfg.hydra.runtime.output_dir))  # type: ignore[union-attr]
-    except Exception:  # noqa: BLE001 - a job that never started: no folder, never promoted
-        return None

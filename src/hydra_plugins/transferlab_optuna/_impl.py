@@ -5,7 +5,7 @@ Measured on hydra-optuna-sweeper 1.3.0: it pins optuna<3, whose RDB storage fail
 (``AssertionError`` in ``get_current_version``) and which has no journal storage; a re-run asks for
 ``n_trials`` *more* trials, and a killed trial stays ``RUNNING`` forever. Here:
 
-- the study lives in a storage (``study.open_storage``; default a SQLite file in the sweep folder);
+- the study lives in a storage (``transferlab.optuna_study.open_storage``; default a SQLite file in the sweep folder);
 - a worker asks for trials until ``n_trials`` are done, counting every worker's trials, so a re-run of a
   killed sweep continues to ``n_trials`` and two workers on one storage complete it together;
 - a trial whose worker is gone runs again with the same parameters, in the same folder (``study``);
@@ -39,6 +39,7 @@ from transferlab.data.sampler import derived_seed
 from transferlab.errors import ConfigError
 from transferlab.files import atomic_write
 from transferlab.record import Status, read_record
+from transferlab.run.context import job_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
 
 def _pruned(ret: JobReturn) -> bool:
     """Whether the job ended with its run pruned: its record (``result.json`` in its output folder) says so."""
-    output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg is not None else None
+    output_dir = job_output_dir(ret)
     if ret.status is not JobStatus.COMPLETED or output_dir is None:
         return False
-    record = read_record(Path(str(output_dir)))
+    record = read_record(output_dir)
     return record is not None and record.status == Status.PRUNED

@@ -43,11 +43,6 @@ def storage_url(spec: str | None, sweep_dir: Path) -> str:
     return spec
 
 
-def open_storage(spec: str | None, sweep_dir: Path) -> BaseStorage:
-    """The storage of ``storage_url(spec, sweep_dir)`` (``transferlab.optuna_study.open_storage``)."""
-    return optuna_study.open_storage(storage_url(spec, sweep_dir))
-
-
 def load_study(storage: BaseStorage, name: str, direction: str, sampler: optuna.samplers.BaseSampler,
                pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     """The study ``name`` in ``storage``, created by whichever worker comes first."""

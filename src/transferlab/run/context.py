@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from transferlab.errors import ConfigError
 
@@ -19,6 +20,13 @@ def output_dir(cfg: DictConfig) -> Path:
     if cfg.get("paths", {}).get("output_dir"):
         return Path(cfg.paths.output_dir)
     raise ConfigError("no output folder: run through transferlab-train, or set paths.output_dir.")
+
+
+def job_output_dir(job: JobReturn) -> Path | None:
+    """A launched job's run folder, from the Hydra config it ran with (every launcher hands it back to the
+    sweeper); None for a job that never started."""
+    output = OmegaConf.select(job.hydra_cfg, "hydra.runtime.output_dir") if job.hydra_cfg is not None else None
+    return None if output is None else Path(str(output))
 
 
 def launch_dir() -> Path:

@@ -59,6 +59,15 @@ def open_trial(address: Mapping[str, Any] | None) -> tuple[Any, set[int]] | None
         return None
 
 
+def report_curve(trial: Any, reported: set[int], curve: list[list[float]]) -> None:
+    """Report to ``trial`` every point of a validation curve (``[epochs, value]``) not reported yet (``reported``,
+    updated); a NaN is left out: Optuna refuses it, and the run's own check fails such a run."""
+    for epoch, value in curve:
+        if int(epoch) not in reported and value == value:
+            trial.report(float(value), step=int(epoch))
+            reported.add(int(epoch))
+
+
 class TrialPruning(Callback):
     """Reports each validated epoch's monitored value to the run's trial, then stops the run when the
     study's pruner says so (never after the last epoch: there is nothing left to save). ``pruned_at`` is
@@ -87,10 +96,7 @@ class TrialPruning(Callback):
         if self.trial is None:
             return False
         try:
-            for epoch, value in self.best.curve:
-                if int(epoch) not in self.reported and value == value:  # NaN: Optuna refuses it, the run's own check fails it
-                    self.trial.report(float(value), step=int(epoch))
-                    self.reported.add(int(epoch))
+            report_curve(self.trial, self.reported, self.best.curve)
             return ask and bool(self.trial.should_prune())
         except Exception as err:  # noqa: BLE001 - a storage that fails mid-run: warn once, train on
             warnings.warn(f"optuna trial {getattr(self.trial, 'number', '?')}: reporting failed ({_said(err)}); "
@@ -122,9 +128,7 @@ def report_recorded(address: Mapping[str, Any] | None, record: RunRecord) -> Non
         return
     trial, reported = opened
     try:
-        for epoch, value in record.val_curve or []:
-            if int(epoch) not in reported and value == value:
-                trial.report(float(value), step=int(epoch))
+        report_curve(trial, reported, record.val_curve or [])
     except Exception as err:  # noqa: BLE001 - as TrialPruning._report
         warnings.warn(f"optuna trial {trial.number}: reporting the recorded curve failed "
                       f"({_said(err)}). Fix: a storage every job can reach", stacklevel=2)
